@@ -1,0 +1,56 @@
+"""Input checks shared by every public entry point.
+
+Each check raises a ``ValueError`` whose message says what is wrong and how to fix it,
+so users never meet a bare shape error deep inside a matmul.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def check_latents(latents: torch.Tensor, latent_shape: tuple[int, int, int], name: str = "latents") -> None:
+    """Check a batch of latents of shape (B, C, H, W) against the expected (C, H, W), and for NaN/Inf."""
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {', '.join(map(str, latent_shape))}), "
+                        f"got {type(latents).__name__}.")
+    if latents.ndim == 3 and tuple(latents.shape) == tuple(latent_shape):
+        raise ValueError(f"{name} has shape {tuple(latents.shape)}, a single latent without a batch dimension; "
+                         f"use {name}.unsqueeze(0) to make a batch of one.")
+    if latents.ndim != 4:
+        raise ValueError(f"{name} must have 4 dimensions (B, C, H, W) = (B, {', '.join(map(str, latent_shape))}), "
+                         f"got {latents.ndim} dimensions with shape {tuple(latents.shape)}.")
+    if tuple(latents.shape[1:]) != tuple(latent_shape):
+        channels, height, width = latent_shape
+        hint = ""
+        if latents.shape[1] != channels:
+            hint = (f" The channel count differs ({latents.shape[1]} vs {channels}): was this latent made by a VAE "
+                    f"with another latent_channels, or is it channels-last?")
+        raise ValueError(f"{name} has per-sample shape {tuple(latents.shape[1:])}, expected (C, H, W) = "
+                         f"{tuple(latent_shape)}.{hint} Build the model with latent_shape={tuple(latents.shape[1:])} "
+                         f"if that is the latent you mean to quantize.")
+    if not latents.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {latents.dtype}.")
+    check_finite(latents, name)
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise if ``tensor`` holds NaN or Inf, saying how many and where the first one is."""
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        count = int((~finite).sum())
+        raise ValueError(f"{name} contains {count} NaN/Inf value(s) (first at index {bad}). "
+                         f"Check the VAE encoding and the normalization statistics (a zero std gives Inf).")
+
+
+def check_codes(codes: torch.Tensor, tokens_per_image: int, codes_per_group: int, name: str = "codes") -> None:
+    """Check token ids of shape (B, T): integer dtype, right length, each in [0, K)."""
+    if not isinstance(codes, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {tokens_per_image}), got {type(codes).__name__}.")
+    if codes.is_floating_point() or codes.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor (token ids), got dtype {codes.dtype}.")
+    if codes.ndim != 2 or codes.shape[1] != tokens_per_image:
+        raise ValueError(f"{name} must have shape (B, {tokens_per_image}) (one id per token), got {tuple(codes.shape)}.")
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codes_per_group):
+        raise ValueError(f"{name} holds ids outside [0, {codes_per_group}): min {int(codes.min())}, "
+                         f"max {int(codes.max())}. Were they made by a model with another codebook size?")
