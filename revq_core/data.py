@@ -1,0 +1,317 @@
+"""Image data: the embedded offline photo set and an ImageNet-layout folder loader.
+
+The embedded photo set is made of the colour photographs that ship inside pip packages
+(scikit-image, matplotlib, scikit-learn), so every notebook and test runs offline on real photos.
+It is split by *source photo*: the validation and test photos are never cropped for training.
+A seeded builder cuts many random square crops at several scales from each photo, resizes them
+to ``size x size`` (64 by default: the embedded VAE turns 64 x 64 x 3 into a 32 x 8 x 8 latent)
+and flips half of them. Crops are cached as uint8 ``.npy`` under ``.cache/`` (or ``$REVQ_CACHE``).
+
+    python -m revq_core.data build            # build and cache train/val/test, print a summary
+
+Images returned by this module are float32 tensors in [-1, 1], shape (N, 3, H, W).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+# ---------------------------------------------------------------------------------------------
+# Source photos
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """One photograph bundled in an installed pip package."""
+
+    name: str  # short name used in splits and reports
+    package: str  # pip package that ships the file
+    relative_path: str  # path of the file inside the package
+    scene: str  # photos of the same scene share a scene and always land in the same split
+    licence: str  # licence as stated by the package
+
+
+PHOTO_SOURCES: tuple[PhotoSource, ...] = (
+    PhotoSource("astronaut", "scikit-image", "skimage/data/astronaut.png", "astronaut", "public domain (NASA)"),
+    PhotoSource("chelsea", "scikit-image", "skimage/data/chelsea.png", "chelsea", "CC0 (Stefan van der Walt)"),
+    PhotoSource("coffee", "scikit-image", "skimage/data/coffee.png", "coffee", "CC0 (Rachel Michetti)"),
+    PhotoSource("hubble_deep_field", "scikit-image", "skimage/data/hubble_deep_field.jpg", "hubble",
+                "public domain (NASA)"),
+    PhotoSource("immunohistochemistry", "scikit-image", "skimage/data/ihc.png", "ihc",
+                "no known copyright restrictions (CMMI)"),
+    PhotoSource("motorcycle_left", "scikit-image", "skimage/data/motorcycle_left.png", "motorcycle",
+                "Middlebury 2014 stereo benchmark, free for research use"),
+    PhotoSource("motorcycle_right", "scikit-image", "skimage/data/motorcycle_right.png", "motorcycle",
+                "Middlebury 2014 stereo benchmark, free for research use"),
+    PhotoSource("retina", "scikit-image", "skimage/data/retina.jpg", "retina", "CC0 (Mikael Haggstrom)"),
+    PhotoSource("rocket", "scikit-image", "skimage/data/rocket.jpg", "rocket", "public domain (SpaceX)"),
+    PhotoSource("grace_hopper", "matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg", "grace_hopper",
+                "public domain (US Navy)"),
+    PhotoSource("china", "scikit-learn", "sklearn/datasets/images/china.jpg", "china",
+                "CC BY 2.0 (danielbuechele, Flickr)"),
+    PhotoSource("flower", "scikit-learn", "sklearn/datasets/images/flower.jpg", "flower",
+                "CC BY 2.0 (vultilion, Flickr)"),
+)
+
+# Whole scenes held out: validation and test photos are never cropped for training.
+SPLIT_SCENES: dict[str, tuple[str, ...]] = {
+    "train": ("astronaut", "hubble", "ihc", "motorcycle", "retina", "rocket", "china", "flower"),
+    "val": ("chelsea",),
+    "test": ("coffee", "grace_hopper"),
+}
+
+# Default number of crops per split.
+DEFAULT_NUM_CROPS: dict[str, int] = {"train": 16384, "val": 1024, "test": 1024}
+# Crop sides in pixels of the source photo (capped at the photo's short side); each crop is resized to `size`.
+DEFAULT_CROP_SCALES: tuple[int, ...] = (64, 96, 128, 192, 256)
+
+
+def _site_packages_root() -> Path:
+    """Directory holding the installed packages (where ``skimage/`` and ``sklearn/`` live)."""
+    import skimage
+
+    return Path(skimage.__file__).resolve().parent.parent
+
+
+def photo_sources(split: str) -> list[PhotoSource]:
+    """The source photos of one split ("train", "val" or "test")."""
+    if split not in SPLIT_SCENES:
+        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
+    scenes = SPLIT_SCENES[split]
+    return [source for source in PHOTO_SOURCES if source.scene in scenes]
+
+
+def load_photo(source: PhotoSource) -> np.ndarray:
+    """Read one bundled photo as a uint8 array of shape (H, W, 3)."""
+    import matplotlib
+    import sklearn
+
+    roots = {"scikit-image": _site_packages_root(), "matplotlib": Path(matplotlib.__file__).resolve().parent.parent,
+             "scikit-learn": Path(sklearn.__file__).resolve().parent.parent}
+    path = roots[source.package] / source.relative_path
+    if not path.is_file():
+        raise FileNotFoundError(f"Photo {source.name!r} not found at {path}. It ships with the pip package "
+                                f"{source.package!r}; reinstall it with `pip install --force-reinstall {source.package}`.")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop builder
+# ---------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """The cache directory: ``$REVQ_CACHE`` if set, else ``.cache/`` at the repository root."""
+    if os.environ.get("REVQ_CACHE"):
+        return Path(os.environ["REVQ_CACHE"])
+    return Path(__file__).resolve().parent.parent / ".cache"
+
+
+def _split_seed(split: str, seed: int) -> int:
+    """A seed distinct for each split, so val/test crops do not follow the train crop positions."""
+    return (seed * 1_000_003 + zlib.crc32(split.encode())) % (2**32)
+
+
+def random_crops(photo: np.ndarray, num_crops: int, rng: np.random.Generator, size: int = 64,
+                 scales: tuple[int, ...] = DEFAULT_CROP_SCALES, flip: bool = True) -> np.ndarray:
+    """Cut ``num_crops`` random square crops from ``photo`` (H, W, 3) uint8.
+
+    Each crop has a side drawn from ``scales`` (capped at the photo's short side), a uniform random
+    position, an antialiased bicubic resize to ``size`` and, if ``flip``, a horizontal flip with
+    probability 1/2. Returns uint8 of shape (num_crops, 3, size, size).
+    """
+    height, width = photo.shape[:2]
+    image = Image.fromarray(photo)
+    crops = np.empty((num_crops, 3, size, size), dtype=np.uint8)
+    for index in range(num_crops):
+        side = min(int(rng.choice(scales)), height, width)
+        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(0, width - side + 1))
+        crop = image.crop((left, top, left + side, top + side))
+        if side != size:
+            crop = crop.resize((size, size), Image.Resampling.BICUBIC)
+        array = np.asarray(crop)  # (size, size, 3)
+        if flip and rng.random() < 0.5:
+            array = array[:, ::-1]
+        crops[index] = array.transpose(2, 0, 1)
+    return crops
+
+
+def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) in [0, 255] -> float32 tensor in [-1, 1]."""
+    tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
+    return tensor.float().div_(127.5).sub_(1.0)
+
+
+def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int = 64,
+                        scales: tuple[int, ...] = DEFAULT_CROP_SCALES, flip: bool = True, as_uint8: bool = False,
+                        use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+    """Random crops of the embedded photos of one split, deterministic for a given seed.
+
+    Args:
+        split: "train", "val" or "test"; the split's photos are listed in ``SPLIT_SCENES``.
+        num_crops: number of crops N (default ``DEFAULT_NUM_CROPS[split]``), spread evenly over the split's photos.
+        seed: the same seed and arguments give the same crops, bit for bit.
+        size: side of the returned crops in pixels.
+        scales: crop sides in source pixels, one drawn per crop.
+        flip: horizontal flips as augmentation.
+        as_uint8: return the uint8 crops (4x less memory) instead of float in [-1, 1].
+        use_cache: read/write the crops as ``.npy`` under ``cache_dir()``.
+
+    Returns:
+        Tensor (N, 3, size, size): float32 in [-1, 1], or uint8 if ``as_uint8``.
+    """
+    num_crops = DEFAULT_NUM_CROPS[split] if num_crops is None else int(num_crops)
+    if num_crops <= 0:
+        raise ValueError(f"num_crops must be positive, got {num_crops}.")
+    if size <= 0 or not scales or min(scales) <= 0:
+        raise ValueError(f"size and every crop scale must be positive, got size={size}, scales={scales}.")
+    sources = photo_sources(split)
+    settings = {"split": split, "num_crops": num_crops, "seed": seed, "size": size, "scales": list(scales),
+                "flip": flip, "sources": [source.name for source in sources], "version": 1}
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    cache_path = cache_dir() / f"photos_{split}_{num_crops}x{size}_seed{seed}_{key}.npy"
+
+    if use_cache and cache_path.is_file():
+        crops = np.load(cache_path)
+    else:
+        rng = np.random.default_rng(_split_seed(split, seed))
+        counts = np.full(len(sources), num_crops // len(sources))
+        counts[: num_crops % len(sources)] += 1
+        parts = [random_crops(load_photo(source), int(count), rng, size, scales, flip)
+                 for source, count in tqdm(list(zip(sources, counts)), desc=f"crops {split}", disable=not progress)]
+        crops = np.concatenate(parts)
+        crops = crops[rng.permutation(len(crops))]  # mix photos so any prefix is a fair sample
+        if use_cache:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp_path = cache_path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp_path, crops)
+            os.replace(tmp_path, cache_path)
+    tensor = torch.from_numpy(np.ascontiguousarray(crops))
+    return tensor if as_uint8 else uint8_to_float(tensor)
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-layout folder
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+
+
+def resize_center_crop(image: Image.Image, size: int = 256) -> Image.Image:
+    """Resize the short side to ``size`` (bicubic, antialiased), then take the centre ``size x size`` crop."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_width, new_height), Image.Resampling.BICUBIC)
+    left, top = (new_width - size) // 2, (new_height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images in ImageNet layout (``root/<class>/<image>``, or flat ``root/<image>``).
+
+    Each item is ``(image, label)``: image float32 (3, size, size) in [-1, 1] (short side resized to
+    ``size``, centre crop), label the index of its class folder (0 for a flat folder).
+    Non-image files and images that cannot be opened are skipped with a warning naming the file,
+    at construction (header check) or, for files that break while decoding, when read
+    (the next readable image is returned instead), so a DataLoader worker never crashes on one bad file.
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 256, check_files: bool = True):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Image folder {self.root} does not exist. Point it at a directory in ImageNet "
+                                    f"layout: root/<class>/<image>.JPEG (e.g. the ImageNet val set sorted by class).")
+        self.size = size
+        class_dirs = sorted(path for path in self.root.iterdir() if path.is_dir())
+        self.classes = [path.name for path in class_dirs]
+        candidates: list[tuple[Path, int]] = []
+        for label, directory in enumerate(class_dirs or [self.root]):
+            candidates += [(path, label) for path in sorted(directory.iterdir()) if path.is_file()]
+        self.samples: list[tuple[Path, int]] = []
+        for path, label in candidates:
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                warnings.warn(f"Skipping {path}: not an image file (extension {path.suffix!r}).", stacklevel=2)
+            elif check_files and not _header_is_readable(path):
+                warnings.warn(f"Skipping {path}: PIL cannot read it as an image (corrupt or truncated).", stacklevel=2)
+            else:
+                self.samples.append((path, label))
+        if not self.samples:
+            raise ValueError(f"No readable images in {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        """The image at ``index`` as float32 (3, size, size) in [-1, 1]; raises OSError if it cannot be decoded."""
+        path, _ = self.samples[index]
+        with Image.open(path) as image:
+            image = resize_center_crop(image.convert("RGB"), self.size)
+            array = np.asarray(image).transpose(2, 0, 1)  # (3, size, size)
+        return uint8_to_float(array[None])[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for attempt in range(len(self.samples)):
+            current = (index + attempt) % len(self.samples)
+            try:
+                return self.load(current), self.samples[current][1]
+            except (OSError, ValueError, SyntaxError) as error:
+                warnings.warn(f"Skipping {self.samples[current][0]}: cannot decode it ({error}); "
+                              f"returning the next readable image instead.", stacklevel=2)
+        raise RuntimeError(f"No image in {self.root} could be decoded.")
+
+
+def _header_is_readable(path: Path) -> bool:
+    """True if PIL recognises ``path`` as an image and its header checks out."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises many types (UnidentifiedImageError, SyntaxError, struct.error, ...)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m revq_core.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build and cache the photo crops of every split")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--size", type=int, default=64)
+    for split, count in DEFAULT_NUM_CROPS.items():
+        build.add_argument(f"--num-{split}", type=int, default=count, help=f"crops in the {split} split")
+    sub.add_parser("sources", help="list the source photos, their split and licence")
+    args = parser.parse_args(argv)
+
+    if args.command == "sources":
+        for split in SPLIT_SCENES:
+            for source in photo_sources(split):
+                print(f"{split:5s}  {source.name:22s} {source.package:13s} {source.licence}")
+        return
+    for split in SPLIT_SCENES:
+        crops = build_photo_dataset(split, getattr(args, f"num_{split}"), seed=args.seed, size=args.size,
+                                    as_uint8=True, progress=True)
+        names = ", ".join(source.name for source in photo_sources(split))
+        print(f"{split:5s}: {tuple(crops.shape)} uint8 from {names}  -> {cache_dir()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""ReVQ: normalizer + quantizer + rectifier on top of a frozen VAE (REFERENCE.md, pipeline step 4).
+
+    reconstruction = VAE.decode(denormalize(rectifier(quantize(normalize(VAE.encode(x))))))
+
+The model holds no VAE weights: attach one with ``attach_vae`` (the VAE stays frozen and is not
+saved). ``save_pretrained`` / ``from_pretrained`` (huggingface_hub's ``PyTorchModelHubMixin``)
+write and read a directory of ``config.json`` + ``model.safetensors``; ``push_to_hub`` comes free.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+
+from .checks import check_codes, check_latents
+from .normalizer import LatentNormalizer
+from .quantizer import Quantizer, code_dim_for_tokens
+from .rectifier import build_rectifier
+
+
+class ReVQOutput(NamedTuple):
+    rectified: torch.Tensor  # (B, C, H, W) normalized latent after the rectifier
+    quantized: torch.Tensor  # (B, C, H, W) normalized quantized latent
+    codes: torch.Tensor  # (B, T) int64
+    loss: torch.Tensor  # loss_quant + loss_rect (+ commitment with a pre-encoder)
+    loss_quant: torch.Tensor  # MSE(tokens, codes): trains the codebook only
+    loss_rect: torch.Tensor  # MSE(latent, rectified): trains the rectifier only
+
+
+class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https://github.com/Neur-IO/ReVQ",
+           tags=["revq", "vq-vae", "image-tokenizer"]):
+    """A VQ tokenizer made from a frozen VAE's latent space.
+
+    Args:
+        latent_shape: (C, H, W) of the VAE latent; (32, 8, 8) for DC-AE f32c32 at 256 x 256.
+        tokens_per_image: T; the code dimension is C*H*W / T.
+        codes_per_group: K, codes per codebook.
+        num_groups: G codebooks (token t uses t % G); default T, or 1 for ``split="single"``.
+        split: "channel" (paper), "spatial" or "single".
+        rectifier: "vit" (paper), "cnn", "mlp" or "identity"; ``rectifier_width``/``rectifier_depth`` size it.
+        pre_encoder: None (paper) or a rectifier kind placed before the quantizer (the paper's ablation);
+            it is trained through a straight-through estimator with a ``commitment_weight`` term.
+        vae: name or path of the VAE whose latents this model quantizes (recorded, not loaded).
+    """
+
+    def __init__(self, latent_shape: tuple[int, int, int] = (32, 8, 8), tokens_per_image: int = 512,
+                 codes_per_group: int = 16384, num_groups: int | None = None, split: str = "channel",
+                 rectifier: str = "vit", rectifier_width: int = 512, rectifier_depth: int = 3,
+                 pre_encoder: str | None = None, commitment_weight: float = 0.25, vae: str | None = None):
+        super().__init__()
+        self.latent_shape = tuple(int(size) for size in latent_shape)
+        self.tokens_per_image = tokens_per_image
+        self.codes_per_group = codes_per_group
+        self.vae_name = vae
+        if num_groups is None:
+            num_groups = 1 if split == "single" else tokens_per_image
+        self.normalizer = LatentNormalizer(self.latent_shape)
+        self.quantizer = Quantizer(num_groups, codes_per_group, code_dim_for_tokens(self.latent_shape, tokens_per_image),
+                                   split, self.latent_shape)
+        self.rectifier = build_rectifier(rectifier, self.latent_shape, rectifier_width, rectifier_depth)
+        self.pre_encoder = None if pre_encoder is None else build_rectifier(
+            pre_encoder, self.latent_shape, rectifier_width, rectifier_depth)
+        self.commitment_weight = commitment_weight
+        self.__dict__["vae"] = None  # attached, never a submodule: not trained, not saved
+
+    # ---- training-time forward on normalized latents ------------------------------------------
+    def forward(self, latent: torch.Tensor) -> ReVQOutput:
+        """Normalized latent (B, C, H, W) -> ``ReVQOutput`` with both losses (REFERENCE.md, "Rectifier")."""
+        check_latents(latent, self.latent_shape)
+        if self.pre_encoder is None:
+            quantized, codes, loss_quant = self.quantizer(latent)
+            rectified = self.rectifier(quantized.detach())
+            loss_rect = F.mse_loss(rectified, latent)
+            return ReVQOutput(rectified, quantized, codes, loss_quant + loss_rect, loss_quant, loss_rect)
+        encoded = self.pre_encoder(latent)
+        quantized, codes, loss_quant = self.quantizer(encoded)
+        commitment = F.mse_loss(encoded, quantized.detach())
+        straight_through = encoded + (quantized - encoded).detach()
+        rectified = self.rectifier(straight_through)
+        loss_rect = F.mse_loss(rectified, latent)
+        loss = loss_quant + loss_rect + self.commitment_weight * commitment
+        return ReVQOutput(rectified, quantized, codes, loss, loss_quant, loss_rect)
+
+    # ---- tokenizer API on VAE latents ----------------------------------------------------------
+    @torch.no_grad()
+    def tokenize(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latent (B, C, H, W) -> token ids (B, T) int64."""
+        check_latents(latent, self.latent_shape)
+        normalized = self.normalizer.normalize(latent.to(self.normalizer.mean))
+        if self.pre_encoder is not None:
+            normalized = self.pre_encoder(normalized)
+        return self.quantizer.encode(normalized)
+
+    @torch.no_grad()
+    def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> VAE latent (B, C, H, W), rectified and denormalized."""
+        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        return self.normalizer.denormalize(self.rectifier(self.quantizer.decode(codes)))
+
+    @torch.no_grad()
+    def reconstruct_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latent (B, C, H, W) -> its tokenized-and-back VAE latent (B, C, H, W)."""
+        return self.detokenize(self.tokenize(latent))
+
+    # ---- images, with a VAE attached -----------------------------------------------------------
+    def attach_vae(self, vae: nn.Module) -> "ReVQ":
+        """Attach a frozen diffusers ``AutoencoderDC`` (or anything with ``encode(x).latent`` and
+        ``decode(z).sample``) for ``encode_images`` / ``decode_codes``."""
+        vae.requires_grad_(False).eval()
+        self.__dict__["vae"] = vae
+        return self
+
+    def _require_vae(self) -> nn.Module:
+        if self.vae is None:
+            source = self.vae_name or "None (the embedded default)"
+            raise RuntimeError("No VAE attached. Attach the VAE these latents come from: "
+                               f"model.attach_vae(revq_core.vae.load_vae({source!r})).")
+        return self.vae
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> token ids (B, T)."""
+        vae = self._require_vae()
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}.")
+        if float(images.min()) < -1.5 or float(images.max()) > 1.5:
+            raise ValueError(f"images must be scaled to [-1, 1], got values in [{float(images.min()):.3g}, "
+                             f"{float(images.max()):.3g}]; use images * 2 - 1 for [0, 1] input.")
+        vae_param = next(vae.parameters())
+        latent = vae.encode(images.to(vae_param)).latent
+        return self.tokenize(latent.to(self.normalizer.mean))
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> images (B, 3, H, W) in [-1, 1] (clamped)."""
+        vae = self._require_vae()
+        latent = self.detokenize(codes.to(self.normalizer.mean.device))
+        return vae.decode(latent.to(next(vae.parameters()))).sample.clamp(-1, 1)
+
+    # ---- loading with clear errors -------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ReVQ":
+        """Load a directory (or hub id) written by ``save_pretrained``; clear errors when it is not one."""
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            _check_pretrained_dir(path)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except Exception as error:  # hub, safetensors and state-dict errors: say what and how to fix
+            raise ValueError(f"Could not load a ReVQ model from {str(pretrained_model_name_or_path)!r}: "
+                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+                             "Pass a directory written by ReVQ.save_pretrained (config.json + model.safetensors), "
+                             "or a hub id with network access.") from error
+
+
+def _check_pretrained_dir(path: Path) -> None:
+    """Fail early, and readably, on a directory that is not a complete ReVQ checkpoint."""
+    config_path, weights_path = path / "config.json", path / "model.safetensors"
+    for required in (config_path, weights_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"{required} is missing: {path} is not a ReVQ checkpoint written by "
+                                    "ReVQ.save_pretrained (it needs config.json and model.safetensors).")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); the checkpoint is damaged.") from error
+    from safetensors import safe_open
+
+    try:
+        with safe_open(weights_path, framework="pt") as weights:
+            codebook_shape = tuple(weights.get_slice("quantizer.codebook").get_shape())
+    except Exception as error:
+        raise ValueError(f"{weights_path} cannot be read ({type(error).__name__}: {error}); the file is truncated "
+                         "or damaged. Save the model again or copy the file anew.") from error
+    latent_shape = tuple(config.get("latent_shape", (32, 8, 8)))
+    tokens = config.get("tokens_per_image", 512)
+    groups = config.get("num_groups") or (1 if config.get("split") == "single" else tokens)
+    expected = (groups, config.get("codes_per_group", 16384), math.prod(latent_shape) // tokens)
+    if codebook_shape != expected:
+        raise ValueError(f"{weights_path} holds a codebook of shape {codebook_shape} but {config_path} describes "
+                         f"{expected} (G, K, D): the weights belong to another configuration.")

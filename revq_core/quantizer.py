@@ -1,0 +1,207 @@
+"""Channel multi-group vector quantizer (the paper's CMGQ), with spatial and single-group variants.
+
+A latent (B, C, H, W) is cut into T tokens of D = C*H*W / T numbers. Token t is quantized with
+codebook ``t % G`` (G = T: every token position has its own codebook of K codes; G = 1: one shared
+codebook, the classic VQ-VAE). The codebook is one parameter of shape (G, K, D).
+
+Split axis (REFERENCE.md, "Quantizer"):
+- ``channel``: flatten the latent in its natural (C, H, W) order and cut it into T consecutive
+  chunks, so a token never mixes channels while D <= H*W.
+- ``spatial``: flatten in (H, W, C) order (a token is the C-vector at one position); when T > H*W
+  each vector is split again along channels (the paper's secondary split), when T < H*W a token
+  holds the C-vectors of D/C neighbouring positions.
+- ``single``: channel layout with a single codebook shared by all tokens (G must be 1).
+
+Training (REFERENCE.md): loss = MSE(tokens, codebook[codes]). The nearest-neighbour search runs
+without autograd, the gather does not, so the gradient moves only the selected codes toward their
+data (online k-means by SGD). Nothing upstream is trained, so no straight-through estimator.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checks import check_codes, check_latents
+from .search import nearest_codes
+
+SPLITS = ("channel", "spatial", "single")
+
+
+class QuantizerOutput(NamedTuple):
+    quantized: torch.Tensor  # (B, C, H, W), differentiable w.r.t. the selected codes
+    codes: torch.Tensor  # (B, T) int64, each in [0, K)
+    loss: torch.Tensor  # scalar: MSE between latent and quantized latent
+
+
+class Quantizer(nn.Module):
+    """Multi-group nearest-neighbour quantizer over a latent of shape ``latent_shape`` = (C, H, W).
+
+    Args:
+        num_groups: G, the number of codebooks; must divide T. T for the paper's CMGQ, 1 for ``single``.
+        codes_per_group: K, codes in each codebook.
+        code_dim: D, numbers per token; T = C*H*W / D.
+        split: "channel" (paper), "spatial" or "single".
+        latent_shape: (C, H, W) of one latent, (32, 8, 8) for DC-AE f32c32 at 256 x 256.
+        search_memory_mb: bound on the distance matrix built per search chunk.
+    """
+
+    def __init__(self, num_groups: int, codes_per_group: int, code_dim: int, split: str = "channel",
+                 latent_shape: tuple[int, int, int] = (32, 8, 8), search_memory_mb: int = 256):
+        super().__init__()
+        latent_shape = tuple(int(size) for size in latent_shape)
+        tokens_per_image = _check_config(num_groups, codes_per_group, code_dim, split, latent_shape)
+        self.num_groups = num_groups
+        self.codes_per_group = codes_per_group
+        self.code_dim = code_dim
+        self.split = split
+        self.latent_shape = latent_shape
+        self.tokens_per_image = tokens_per_image
+        self.search_memory_mb = search_memory_mb
+        self.codebook = nn.Parameter(torch.randn(num_groups, codes_per_group, code_dim))  # (G, K, D)
+        # Token t uses codebook t % G; as a flat row offset into codebook.view(G*K, D):
+        self.register_buffer("group_of_token", torch.arange(tokens_per_image) % num_groups, persistent=False)
+
+    # ---- layout -------------------------------------------------------------------------------
+    def to_tokens(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, T, D) in the order of ``split``."""
+        if self.split == "spatial":
+            latent = latent.permute(0, 2, 3, 1)  # (B, H, W, C)
+        return latent.reshape(latent.shape[0], self.tokens_per_image, self.code_dim)
+
+    def to_latent(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, C, H, W), the inverse of ``to_tokens``."""
+        channels, height, width = self.latent_shape
+        if self.split == "spatial":
+            return tokens.reshape(-1, height, width, channels).permute(0, 3, 1, 2).contiguous()
+        return tokens.reshape(-1, channels, height, width)
+
+    def group_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (G, B * T/G, D): the tokens each codebook sees, rows in (b, t // G) order."""
+        batch = tokens.shape[0]
+        tokens_per_group = self.tokens_per_image // self.num_groups
+        grouped = tokens.reshape(batch, tokens_per_group, self.num_groups, self.code_dim)
+        return grouped.permute(2, 0, 1, 3).reshape(self.num_groups, batch * tokens_per_group, self.code_dim)
+
+    def ungroup_codes(self, grouped_codes: torch.Tensor, batch: int) -> torch.Tensor:
+        """(G, B * T/G) -> (B, T), the inverse of ``group_tokens`` for code ids."""
+        tokens_per_group = self.tokens_per_image // self.num_groups
+        codes = grouped_codes.reshape(self.num_groups, batch, tokens_per_group).permute(1, 2, 0)
+        return codes.reshape(batch, self.tokens_per_image)
+
+    # ---- quantization -------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Nearest code per token: (B, C, H, W) -> (B, T) int64. Exact; ties go to the lowest index."""
+        check_latents(latent, self.latent_shape)
+        return self._encode_tokens(self.to_tokens(latent))
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        grouped = self.group_tokens(tokens.detach().to(self.codebook.dtype))  # (G, N, D)
+        grouped_codes = nearest_codes(grouped, self.codebook.detach(), self.search_memory_mb)  # (G, N)
+        return self.ungroup_codes(grouped_codes, tokens.shape[0])
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T) -> token vectors (B, T, D), differentiable w.r.t. the codebook."""
+        flat_rows = self.group_of_token * self.codes_per_group + codes  # (B, T) rows of (G*K, D)
+        # index_select: its backward (index_add) is deterministic on CPU, unlike advanced indexing's.
+        rows = self.codebook.reshape(-1, self.code_dim).index_select(0, flat_rows.reshape(-1))  # (B*T, D)
+        return rows.view(*codes.shape, self.code_dim)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T) -> quantized latent (B, C, H, W)."""
+        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        return self.to_latent(self.lookup(codes.to(self.codebook.device)))
+
+    def forward(self, latent: torch.Tensor) -> QuantizerOutput:
+        """Quantize (B, C, H, W); the loss trains only the selected codes."""
+        check_latents(latent, self.latent_shape)
+        tokens = self.to_tokens(latent)  # (B, T, D)
+        codes = self._encode_tokens(tokens)  # (B, T)
+        quantized_tokens = self.lookup(codes)  # (B, T, D)
+        loss = F.mse_loss(quantized_tokens, tokens.detach().to(quantized_tokens.dtype))
+        return QuantizerOutput(self.to_latent(quantized_tokens), codes, loss)
+
+    # ---- initialisation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def init_from_samples(self, latents: torch.Tensor, method: str = "samples", kmeans_iters: int = 10,
+                          generator: torch.Generator | None = None) -> None:
+        """Set each codebook from training data: latents (N, C, H, W).
+
+        ``samples`` (the paper): the K codes of group g are copies of group-g tokens drawn without
+        replacement from the N * T/G available. ``kmeans``: start there, then ``kmeans_iters`` Lloyd
+        steps per group (empty clusters keep their code).
+        """
+        if method not in ("samples", "kmeans"):
+            raise ValueError(f"method must be 'samples' or 'kmeans', got {method!r}.")
+        check_latents(latents, self.latent_shape)
+        grouped = self.group_tokens(self.to_tokens(latents.to(self.codebook.dtype)))  # (G, M, D) on latents' device
+        samples_per_group = grouped.shape[1]
+        if samples_per_group < self.codes_per_group:
+            raise ValueError(
+                f"init_from_samples needs at least K = {self.codes_per_group} tokens per codebook, got "
+                f"{samples_per_group} ({latents.shape[0]} latents x {self.tokens_per_image // self.num_groups} "
+                f"tokens per group). Pass more latents or use a smaller codes_per_group.")
+        generator = generator or torch.Generator().manual_seed(0)
+        for group in range(self.num_groups):
+            picks = torch.randperm(samples_per_group, generator=generator)[: self.codes_per_group]
+            self.codebook[group] = grouped[group, picks.to(grouped.device)].to(self.codebook.device)
+        if method == "kmeans":
+            self._kmeans(grouped.to(self.codebook.device), kmeans_iters)
+
+    def _kmeans(self, grouped: torch.Tensor, iterations: int) -> None:
+        """Lloyd iterations on grouped tokens (G, M, D), all groups at once."""
+        group_rows = torch.arange(self.num_groups, device=grouped.device)[:, None] * self.codes_per_group
+        for _ in range(iterations):
+            codes = nearest_codes(grouped, self.codebook, self.search_memory_mb)  # (G, M)
+            flat = (codes + group_rows).reshape(-1)
+            sums = torch.zeros(self.num_groups * self.codes_per_group, self.code_dim,
+                               dtype=grouped.dtype, device=grouped.device)
+            sums.index_add_(0, flat, grouped.reshape(-1, self.code_dim))
+            counts = torch.bincount(flat, minlength=sums.shape[0]).to(grouped.dtype)[:, None]
+            means = (sums / counts.clamp(min=1)).view_as(self.codebook)
+            self.codebook.copy_(torch.where(counts.view(self.num_groups, -1, 1) > 0, means, self.codebook))
+
+    def extra_repr(self) -> str:
+        return (f"split={self.split}, tokens_per_image={self.tokens_per_image}, num_groups={self.num_groups}, "
+                f"codes_per_group={self.codes_per_group}, code_dim={self.code_dim}, latent_shape={self.latent_shape}")
+
+
+def _check_config(num_groups: int, codes_per_group: int, code_dim: int, split: str,
+                  latent_shape: tuple[int, ...]) -> int:
+    """Validate a quantizer configuration; return T, the tokens per image."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    if len(latent_shape) != 3:
+        raise ValueError(f"latent_shape must be (C, H, W), got {latent_shape}.")
+    numbers_per_latent = math.prod(latent_shape)
+    for name, value in (("num_groups", num_groups), ("codes_per_group", codes_per_group), ("code_dim", code_dim)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if numbers_per_latent % code_dim:
+        raise ValueError(f"code_dim D = {code_dim} does not divide C*H*W = {numbers_per_latent} of latent_shape "
+                         f"{latent_shape}; T = C*H*W / D must be a whole number of tokens "
+                         f"(e.g. D = {numbers_per_latent // 512} for 512 tokens).")
+    tokens_per_image = numbers_per_latent // code_dim
+    if tokens_per_image % num_groups:
+        raise ValueError(f"num_groups G = {num_groups} must divide the T = {tokens_per_image} tokens "
+                         f"(token t uses codebook t % G); use G = T = {tokens_per_image} for the paper's setting.")
+    if split == "single" and num_groups != 1:
+        raise ValueError(f"split='single' shares one codebook among all tokens: num_groups must be 1, got {num_groups}.")
+    if split == "spatial":
+        channels = latent_shape[0]
+        if code_dim < channels and channels % code_dim or code_dim > channels and code_dim % channels:
+            raise ValueError(f"split='spatial' needs D = {code_dim} to divide C = {channels} (secondary split) "
+                             f"or be a multiple of it (several positions per token).")
+    return tokens_per_image
+
+
+def code_dim_for_tokens(latent_shape: tuple[int, int, int], tokens_per_image: int) -> int:
+    """The code dimension D that gives ``tokens_per_image`` tokens: C*H*W / T."""
+    numbers_per_latent = math.prod(latent_shape)
+    if numbers_per_latent % tokens_per_image:
+        raise ValueError(f"T = {tokens_per_image} tokens does not divide C*H*W = {numbers_per_latent}.")
+    return numbers_per_latent // tokens_per_image

@@ -1,0 +1,334 @@
+"""The ReVQ training recipe on cached VAE latents (REFERENCE.md, "Training recipe").
+
+AdamW with two parameter groups (quantizer: lr 1e-2, no weight decay; rectifier: 0.05 x that lr,
+weight decay 1e-4), ExponentialLR stepped once per epoch with gamma = 0.05 ** (1 / epochs),
+gradient-norm clipping at 1.0 separately for quantizer and rectifier, the non-activation reset after
+every epoch, validation latent MSE every epoch, seed 42. Checkpoints after every epoch hold
+everything needed to resume to the same weights as an uninterrupted run.
+
+    config = preset("demo")
+    model, history = train(config, train_latents, val_latents, output_dir="runs/demo")
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checks import check_finite, check_latents
+from .model import ReVQ
+from .reset import CodeUsage, reset_unused_codes
+
+
+@dataclass
+class TrainConfig:
+    # model
+    latent_shape: tuple = (32, 8, 8)  # (C, H, W) of the VAE latent
+    tokens_per_image: int = 512  # T; code dimension D = C*H*W / T
+    codes_per_group: int = 16384  # K, codes per codebook
+    num_groups: int | None = None  # G; None: T (or 1 for split="single")
+    split: str = "channel"  # "channel" (paper), "spatial", "single"
+    rectifier: str = "vit"  # "vit" (paper), "cnn", "mlp", "identity"
+    rectifier_width: int = 512
+    rectifier_depth: int = 3
+    pre_encoder: str | None = None  # the paper's "extra encoder" ablation
+    # recipe
+    epochs: int = 100
+    batch_size: int = 256
+    quantizer_lr: float = 1e-2
+    rectifier_lr_ratio: float = 0.05  # rectifier lr = ratio x quantizer lr
+    rectifier_weight_decay: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    final_lr_fraction: float = 0.05  # ExponentialLR gamma = final_lr_fraction ** (1 / epochs)
+    grad_clip: float = 1.0  # per parameter group (quantizer, rectifier)
+    reset: bool = True  # non-activation reset after each epoch
+    reset_ratio: float = 0.2
+    reset_noise: float = 0.1
+    init: str = "samples"  # codebook init: "samples" (paper), "kmeans", or "random" (N(0, 1), no data)
+    init_latents: int | None = 50_000  # how many training latents the init draws from (None: all)
+    seed: int = 42
+    # machine
+    device: str = "cpu"
+    num_threads: int | None = None  # torch.set_num_threads on CPU; None leaves it
+    val_batch_size: int = 256
+
+    def recipe_dict(self) -> dict:
+        """Fields that define the result (everything but the machine settings)."""
+        machine = {"device", "num_threads", "val_batch_size"}
+        return {key: _jsonable(value) for key, value in dataclasses.asdict(self).items() if key not in machine}
+
+
+PRESETS = {
+    # The paper's three ImageNet settings (authors' released configs).
+    "paper_512T": TrainConfig(),
+    "paper_256T_65k": TrainConfig(tokens_per_image=256, codes_per_group=65536, rectifier_width=1024,
+                                  rectifier_depth=4),
+    "paper_256T_262k": TrainConfig(tokens_per_image=256, codes_per_group=262144, rectifier_width=1024,
+                                   rectifier_depth=4, batch_size=128),
+    # The embedded default on a 2-core CPU: the paper's 512 tokens of D = 4, a smaller K and rectifier.
+    "demo": TrainConfig(codes_per_group=256, rectifier_width=128, rectifier_depth=2, epochs=12, batch_size=64,
+                        init_latents=None),
+    # Seconds-long runs for tests and smoke checks.
+    "tiny": TrainConfig(tokens_per_image=64, codes_per_group=16, rectifier_width=32, rectifier_depth=1, epochs=2,
+                        batch_size=16, init_latents=None),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A copy of a named preset with fields overridden, e.g. ``preset("demo", epochs=3)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}.")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def build_model(config: TrainConfig, vae: str | None = None) -> ReVQ:
+    """An untrained ReVQ with the configuration's architecture."""
+    return ReVQ(latent_shape=tuple(config.latent_shape), tokens_per_image=config.tokens_per_image,
+                codes_per_group=config.codes_per_group, num_groups=config.num_groups, split=config.split,
+                rectifier=config.rectifier, rectifier_width=config.rectifier_width,
+                rectifier_depth=config.rectifier_depth, pre_encoder=config.pre_encoder, vae=vae)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf; the last checkpoint on disk is the last good one."""
+
+
+@dataclass
+class History:
+    """Per-epoch records; ``to_dict`` is what ``history.json`` holds."""
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    train_loss_quant: list = field(default_factory=list)
+    train_loss_rect: list = field(default_factory=list)
+    val_mse: list = field(default_factory=list)  # rectified latent MSE (normalized space)
+    val_quant_mse: list = field(default_factory=list)  # quantizer-only latent MSE
+    usage: list = field(default_factory=list)  # codebook usage during the epoch, before its reset
+    codes_reset: list = field(default_factory=list)
+    lr_quantizer: list = field(default_factory=list)
+    lr_rectifier: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.Tensor | None = None,
+          output_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
+          vae: str | None = None, progress: bool = True) -> tuple[ReVQ, History]:
+    """Train ReVQ on VAE latents (N, C, H, W) and return (model, history).
+
+    Normalization statistics come from ``train_latents``. With ``output_dir``, a checkpoint is written
+    after every epoch (``checkpoint.pt``), the history to ``history.json`` and the final model with
+    ``save_pretrained`` to ``output_dir/model``. ``resume=True`` continues from ``checkpoint.pt`` (same
+    config required) and gives the same weights as an uninterrupted run. ``stop_after`` ends this call
+    after that many epochs (a time-limited job); call again with ``resume=True`` to go on.
+    """
+    _check_inputs(config, train_latents, val_latents)
+    _configure_torch(config)
+    device = torch.device(config.device)
+    output_dir = Path(output_dir) if output_dir is not None else None
+    checkpoint_path = output_dir / "checkpoint.pt" if output_dir is not None else None
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, vae).to(device)
+    model.normalizer.fit(train_latents)
+    optimizer, scheduler = _optimizer_and_scheduler(model, config)
+    usage = CodeUsage(model.quantizer.num_groups, config.codes_per_group, model.quantizer.group_of_token)
+    history, start_epoch = History(), 0
+
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        start_epoch = _restore(checkpoint_path, config, model, optimizer, scheduler, history)
+    else:
+        _init_codebook(model, config, train_latents, device)
+
+    last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    epochs = tqdm(range(start_epoch, last_epoch), desc="epochs", disable=not progress, initial=start_epoch,
+                  total=config.epochs)
+    for epoch in epochs:
+        started = time.perf_counter()
+        losses = _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress,
+                              checkpoint_path)
+        stats = _end_of_epoch_reset(model, usage, config, epoch)
+        val_mse, val_quant_mse = evaluate_latent_mse(model, val_latents, config.val_batch_size) \
+            if val_latents is not None else (math.nan, math.nan)
+        _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, time.perf_counter() - started)
+        scheduler.step()
+        epochs.set_postfix(loss=f"{losses[0]:.4f}", val_mse=f"{val_mse:.4f}", usage=f"{stats[0]:.3f}")
+        if output_dir is not None:
+            save_checkpoint(_checkpoint_state(model, optimizer, scheduler, epoch, history, config), checkpoint_path)
+            (output_dir / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
+    if output_dir is not None and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
+        model.save_pretrained(output_dir / "model")
+    return model, history
+
+
+@torch.no_grad()
+def evaluate_latent_mse(model: ReVQ, latents: torch.Tensor, batch_size: int = 256) -> tuple[float, float]:
+    """(rectified MSE, quantizer-only MSE) over VAE latents (N, C, H, W), in normalized space."""
+    was_training = model.training
+    model.eval()
+    device = model.normalizer.mean.device
+    rectified_sum, quantized_sum = 0.0, 0.0
+    for start in range(0, latents.shape[0], batch_size):
+        latent = model.normalizer.normalize(latents[start:start + batch_size].to(device).float())
+        quantized = model.quantizer.decode(model.quantizer.encode(
+            latent if model.pre_encoder is None else model.pre_encoder(latent)))
+        rectified = model.rectifier(quantized)
+        rectified_sum += F.mse_loss(rectified, latent, reduction="sum").item()
+        quantized_sum += F.mse_loss(quantized, latent, reduction="sum").item()
+    model.train(was_training)
+    numbers = latents.shape[0] * math.prod(latents.shape[1:])
+    return rectified_sum / numbers, quantized_sum / numbers
+
+
+# ---- pieces of the loop -------------------------------------------------------------------------
+def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress, checkpoint_path):
+    """One pass over shuffled training latents; returns mean (loss, loss_quant, loss_rect)."""
+    model.train()
+    order = torch.randperm(train_latents.shape[0], generator=_generator(config.seed, epoch, "shuffle"))
+    steps = train_latents.shape[0] // config.batch_size  # drop_last, as the authors do
+    totals = torch.zeros(3, dtype=torch.float64)
+    quantizer_params = list(model.quantizer.parameters())
+    rectifier_params = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
+    for step in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
+        batch_ids = order[step * config.batch_size:(step + 1) * config.batch_size]
+        latent = model.normalizer.normalize(train_latents[batch_ids].to(device, non_blocking=True).float())
+        output = model(latent)
+        if not torch.isfinite(output.loss):
+            where = f"the last good checkpoint {checkpoint_path} is intact" if checkpoint_path else "no checkpoint was written"
+            raise TrainingDiverged(f"loss became {output.loss.item()} at epoch {epoch}, step {step} "
+                                   f"(loss_quant {output.loss_quant.item()}, loss_rect {output.loss_rect.item()}); "
+                                   f"{where}. Lower the learning rates or check the latents.")
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(quantizer_params, config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(rectifier_params, config.grad_clip)
+        optimizer.step()
+        usage.update(output.codes)
+        totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
+                               dtype=torch.float64)
+    return tuple((totals / max(steps, 1)).tolist())
+
+
+def _end_of_epoch_reset(model, usage, config, epoch) -> tuple[float, int]:
+    """Reset unused codes (if enabled), zero the counts; returns (usage before reset, codes reset)."""
+    if config.reset:
+        stats = reset_unused_codes(model.quantizer.codebook.data, usage.counts, config.reset_ratio,
+                                   config.reset_noise, _generator(config.seed, epoch, "reset"))
+        result = (stats.usage, stats.codes_reset)
+    else:
+        result = (usage.usage(), 0)
+    usage.zero_()
+    return result
+
+
+def _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, seconds) -> None:
+    history.epoch.append(epoch)
+    history.train_loss.append(losses[0])
+    history.train_loss_quant.append(losses[1])
+    history.train_loss_rect.append(losses[2])
+    history.val_mse.append(val_mse)
+    history.val_quant_mse.append(val_quant_mse)
+    history.usage.append(stats[0])
+    history.codes_reset.append(stats[1])
+    history.lr_quantizer.append(optimizer.param_groups[0]["lr"])
+    history.lr_rectifier.append(optimizer.param_groups[1]["lr"])
+    history.seconds.append(seconds)
+
+
+def _optimizer_and_scheduler(model: ReVQ, config: TrainConfig):
+    rectifier_params = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
+    optimizer = torch.optim.AdamW([
+        {"params": list(model.quantizer.parameters()), "lr": config.quantizer_lr, "weight_decay": 0.0},
+        {"params": rectifier_params, "lr": config.quantizer_lr * config.rectifier_lr_ratio,
+         "weight_decay": config.rectifier_weight_decay},
+    ], betas=tuple(config.betas))
+    gamma = config.final_lr_fraction ** (1.0 / config.epochs)
+    return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+def _init_codebook(model: ReVQ, config: TrainConfig, train_latents: torch.Tensor, device) -> None:
+    """Codebooks from (normalized) training latents, as the authors do with a cached subset."""
+    generator = _generator(config.seed, 0, "init")
+    if config.init == "random":  # N(0, 1) codes, the scale of normalized latents; the toy/ablation setting
+        with torch.no_grad():
+            model.quantizer.codebook.copy_(torch.randn(model.quantizer.codebook.shape, generator=generator))
+        return
+    count = train_latents.shape[0] if config.init_latents is None else min(config.init_latents, train_latents.shape[0])
+    subset_ids = torch.randperm(train_latents.shape[0], generator=generator)[:count].sort().values
+    subset = model.normalizer.normalize(train_latents[subset_ids].to(device).float())
+    if model.pre_encoder is not None:
+        with torch.no_grad():
+            subset = torch.cat([model.pre_encoder(part) for part in subset.split(config.val_batch_size)])
+    model.quantizer.init_from_samples(subset, method=config.init, generator=generator)
+
+
+def _checkpoint_state(model, optimizer, scheduler, epoch, history, config) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "history": history.to_dict(), "config": config.recipe_dict(),
+            "torch_rng_state": torch.get_rng_state()}
+
+
+def _restore(path, config, model, optimizer, scheduler, history) -> int:
+    """Load a checkpoint into the objects; returns the next epoch to run."""
+    state = load_checkpoint(path, map_location="cpu")
+    saved, current = state.get("config", {}), config.recipe_dict()
+    differences = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+    if differences:
+        listed = ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in differences.items())
+        raise CheckpointError(f"{path} was written by another configuration ({listed}). Resume with the same "
+                              "config, or use a new output_dir.")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} does not fit this model: {str(error).splitlines()[0]}") from error
+    for key, values in state["history"].items():
+        getattr(history, key).extend(values)
+    torch.set_rng_state(state["torch_rng_state"])
+    return int(state["epoch"]) + 1
+
+
+def _generator(seed: int, epoch: int, purpose: str) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch, purpose): resumed runs draw the same numbers."""
+    purpose_id = {"shuffle": 1, "reset": 2, "init": 3}[purpose]
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + purpose_id)
+
+
+def _configure_torch(config: TrainConfig) -> None:
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {config.device!r} asked for, but CUDA is not available here; use device='cpu'.")
+    if config.device == "cpu":
+        torch.set_flush_denormal(True)  # denormals make CPU steps slow down as training goes on
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+
+
+def _check_inputs(config: TrainConfig, train_latents, val_latents) -> None:
+    latent_shape = tuple(config.latent_shape)
+    check_latents(train_latents[:1], latent_shape, "train_latents")
+    for start in range(0, train_latents.shape[0], 65536):  # NaN/Inf anywhere, in bounded memory
+        check_finite(train_latents[start:start + 65536], "train_latents")
+    if val_latents is not None:
+        check_latents(val_latents, latent_shape, "val_latents")
+    if train_latents.shape[0] < config.batch_size:
+        raise ValueError(f"train_latents has {train_latents.shape[0]} latents, fewer than one batch of "
+                         f"{config.batch_size}: lower batch_size or add data.")
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}.")
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,349 @@
+"""Train the embedded VAE (a small f8c32 AutoencoderDC) on the embedded photo crops, on CPU.
+
+    python scripts/pretrain_vae.py --minutes 120           # the run that made data/embedded_vae
+    python scripts/pretrain_vae.py --minutes 30 --resume   # continue after an interruption
+    python scripts/pretrain_vae.py --evaluate              # PSNR/SSIM of data/embedded_vae vs bicubic + figure
+
+Loss: L1 + MSE on pixels in [-1, 1]. AdamW, linear warm-up then cosine decay to 5%, over ``--steps``
+steps or, by default, over the ``--minutes`` budget (the learning rate follows the fraction of the time
+spent, so the run always ends annealed, however busy the shared CPU is; the log records step and lr). An exponential moving average (EMA) of the weights is
+what gets evaluated and shipped.
+
+Outputs:
+- ``.cache/pretrain_vae/checkpoint.pt`` (model, EMA, optimizer, scheduler, step, RNG states), written
+  atomically every ``--checkpoint-minutes``; ``--resume`` continues from it.
+- ``data/embedded_vae/`` (config.json + fp16 safetensors): the best EMA model so far by validation
+  PSNR, rewritten every ``--export-minutes`` and at the end, so a usable model exists whenever the
+  run stops; ``data/embedded_vae/training_log.csv``: step, time, lr, train loss, validation PSNR.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from revq_core.data import build_photo_dataset, cache_dir, uint8_to_float  # noqa: E402
+from revq_core.vae import (bicubic_baseline, build_embedded_vae, decode, embedded_vae_dir, encode,  # noqa: E402
+                           format_quality, load_vae, reconstruction_quality)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget of this invocation")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total optimizer steps for the cosine schedule (default: the schedule follows the "
+                             "fraction of --minutes spent, so a busy machine still ends at a low learning rate)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-steps", type=int, default=200)
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--train-crops", type=int, default=49152, help="training crops of the train photos")
+    parser.add_argument("--val-crops", type=int, default=256, help="validation crops evaluated during training")
+    parser.add_argument("--eval-every", type=int, default=200, help="steps between validation passes")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--export-minutes", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--run-dir", type=Path, default=None, help="default: <cache>/pretrain_vae")
+    parser.add_argument("--out", type=Path, default=None, help="default: data/embedded_vae")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--evaluate", action="store_true", help="only evaluate the saved model and draw the figure")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, final: float = 0.05) -> float:
+    """Linear warm-up to 1, then cosine decay to ``final`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, step: int, decay: float) -> None:
+    decay = min(decay, (1 + step) / (10 + step))  # short memory early on
+    for ema_parameter, parameter in zip(ema_model.parameters(), model.parameters()):
+        ema_parameter.lerp_(parameter, 1 - decay)
+
+
+def psnr_rgb(vae, images: torch.Tensor) -> float:
+    """Mean per-image RGB PSNR (dB) of the VAE on images (N, 3, H, W) in [-1, 1]."""
+    reconstruction = decode(vae, encode(vae, images, 128), 128)
+    mse = ((reconstruction - images) / 2).pow(2).flatten(1).mean(1).double()
+    return float((-10 * torch.log10(mse)).mean())
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_model(model, out_dir: Path) -> None:
+    """``save_pretrained`` as fp16 safetensors into ``out_dir``, swapped in atomically (other files kept)."""
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # silence "modules that should be kept in float32: []"
+    copy.deepcopy(model).to(torch.float16).save_pretrained(tmp_dir, safe_serialization=True)
+    diffusers_logging.set_verbosity(verbosity)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tmp_dir.iterdir():
+        os.replace(path, out_dir / path.name)
+    tmp_dir.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train(args) -> None:
+    run_dir = args.run_dir or cache_dir() / "pretrain_vae"
+    out_dir = args.out or embedded_vae_dir()
+    checkpoint_path = run_dir / "checkpoint.pt"
+    log_path = out_dir / "training_log.csv"
+    seed_everything(args.seed)
+
+    train_crops = build_photo_dataset("train", args.train_crops, seed=0, as_uint8=True, progress=True)
+    val_images = build_photo_dataset("val", args.val_crops, seed=0)
+    print(f"train crops {tuple(train_crops.shape)}, val crops {tuple(val_images.shape)}", flush=True)
+
+    model = build_embedded_vae()
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
+    step, best_psnr, elapsed_before, total_steps = 0, -math.inf, 0.0, args.steps
+    if args.resume and checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        ema_model.load_state_dict(checkpoint["ema_model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, best_psnr = checkpoint["step"], checkpoint["best_psnr"]
+        elapsed_before, total_steps = checkpoint["elapsed_s"], args.steps or checkpoint["total_steps"]
+        set_rng_state(checkpoint["rng"])
+        print(f"resumed from {checkpoint_path} at step {step} (best val PSNR {best_psnr:.2f} dB)", flush=True)
+    elif args.resume:
+        print(f"--resume: no checkpoint at {checkpoint_path}, starting from scratch", flush=True)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    print(f"embedded VAE: {num_parameters / 1e6:.2f} M parameters; lr {args.lr}, batch {args.batch_size}", flush=True)
+
+    new_log = not log_path.is_file() or not args.resume
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "w" if new_log else "a", newline="")
+    log = csv.writer(log_file)
+    if new_log:
+        log.writerow(["step", "elapsed_s", "lr", "train_loss", "train_psnr_rgb", "val_psnr_rgb_ema"])
+
+    start = time.time()
+    deadline = start + args.minutes * 60
+    last_checkpoint, last_export = start, -math.inf  # the first improvement is exported at once
+    running_loss, running_mse, running_count = 0.0, 0.0, 0
+    model.train()
+    progress = tqdm(total=total_steps, initial=step, desc="pretrain", mininterval=30)
+
+    def save_checkpoint():
+        atomic_torch_save({"model": model.state_dict(), "ema_model": ema_model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "step": step, "best_psnr": best_psnr,
+                           "elapsed_s": elapsed_before + time.time() - start, "total_steps": total_steps,
+                           "rng": rng_state(), "args": vars(args), "best_state": best_state}, checkpoint_path)
+
+    best_state = checkpoint.get("best_state") if args.resume and checkpoint_path.is_file() else None
+    best_exported = True
+
+    def export_best():
+        best_model = copy.deepcopy(ema_model)
+        best_model.load_state_dict(best_state)
+        export_model(best_model, out_dir)
+        print(f"exported the best EMA model (val PSNR {best_psnr:.2f} dB) to {out_dir}", flush=True)
+
+    while time.time() < deadline and (total_steps is None or step < total_steps):
+        if total_steps is None:  # schedule by the fraction of the time budget spent
+            progress_fraction = (elapsed_before + time.time() - start) / (elapsed_before + deadline - start)
+            factor = lr_factor(int(progress_fraction * 10**6), 10**6, 0) if step >= args.warmup_steps else \
+                (step + 1) / args.warmup_steps
+        else:
+            factor = lr_factor(step, total_steps, args.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * factor
+
+        indices = torch.randint(0, len(train_crops), (args.batch_size,))
+        images = uint8_to_float(train_crops[indices])
+        flip = torch.rand(args.batch_size) < 0.5  # the crops are flipped once more, independently
+        images[flip] = images[flip].flip(-1)
+        reconstruction = model.decode(model.encode(images).latent).sample
+        loss = reconstruction_loss(reconstruction, images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        update_ema(ema_model, model, step, args.ema_decay)
+        step += 1
+        progress.update(1)
+        running_loss += loss.item()
+        running_mse += (F.mse_loss(reconstruction.detach().clamp(-1, 1), images) / 4).item()
+        running_count += 1
+
+        now = time.time()
+        if step % args.eval_every == 0 or now >= deadline or step == total_steps:
+            val_psnr = psnr_rgb(ema_model.eval(), val_images)
+            train_psnr = -10 * math.log10(running_mse / running_count)
+            lr = optimizer.param_groups[0]["lr"]
+            log.writerow([step, round(elapsed_before + now - start, 1), f"{lr:.3e}", f"{running_loss / running_count:.5f}",
+                          f"{train_psnr:.2f}", f"{val_psnr:.2f}"])
+            log_file.flush()
+            print(f"\nstep {step}: loss {running_loss / running_count:.4f}, train PSNR {train_psnr:.2f} dB, "
+                  f"val PSNR (EMA) {val_psnr:.2f} dB, lr {lr:.2e}", flush=True)
+            running_loss, running_mse, running_count = 0.0, 0.0, 0
+            if val_psnr > best_psnr:
+                best_psnr, best_state, best_exported = val_psnr, copy.deepcopy(ema_model.state_dict()), False
+        if time.time() - last_checkpoint > args.checkpoint_minutes * 60:
+            save_checkpoint()
+            last_checkpoint = time.time()
+        if not best_exported and time.time() - last_export > args.export_minutes * 60:
+            export_best()
+            last_export, best_exported = time.time(), True
+
+    progress.close()
+    save_checkpoint()
+    if not best_exported:
+        export_best()
+    log_file.close()
+    print(f"done at step {step}; best val PSNR {best_psnr:.2f} dB; model in {out_dir}", flush=True)
+
+
+def evaluate(args) -> None:
+    """Test-split PSNR/SSIM of the saved embedded VAE beside bicubic; writes quality.json and the figure."""
+    out_dir = args.out or embedded_vae_dir()
+    vae = load_vae(out_dir)
+    images = build_photo_dataset("test")
+    latents = encode(vae, images, 128)
+    reconstructions = decode(vae, latents, 128)
+    bicubic = bicubic_baseline(images, latents[0].numel())  # 26 x 26 x 3 = 2028 <= 32 x 8 x 8 = 2048 values
+    quality = {}
+    for name, count in (("test", len(images)), ("test_first_128", 128)):
+        quality[name] = {"vae": reconstruction_quality(images[:count], reconstructions[:count]),
+                         "bicubic": reconstruction_quality(images[:count], bicubic[:count])}
+    print(f"test split: {len(images)} crops 64 x 64 of the held-out photos (coffee, grace_hopper), "
+          f"latent {tuple(latents.shape[1:])}")
+    print(format_quality(quality["test"]))
+    quality["command"] = "python scripts/pretrain_vae.py --evaluate"
+    quality["weights_sha1"] = weights_digest(out_dir)
+    (out_dir / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    print(f"wrote {out_dir / 'quality.json'}")
+    save_figure(images[:8], reconstructions[:8], bicubic[:8], REPO / "figures" / "embedded_vae_reconstructions.png",
+                quality["test"])
+    if (out_dir / "training_log.csv").is_file():
+        save_learning_curve(out_dir / "training_log.csv", REPO / "figures" / "embedded_vae_learning_curve.png",
+                            quality["test"])
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha1 of the model's safetensors files: ties quality.json to the weights it was measured on."""
+    digest = hashlib.sha1()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def save_figure(images, reconstructions, bicubic, path: Path, results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {"original": images, f"embedded VAE ({results['vae']['psnr_rgb']:.1f} dB)": reconstructions,
+            f"bicubic 26x26 ({results['bicubic']['psnr_rgb']:.1f} dB)": bicubic}
+    figure, axes = plt.subplots(len(rows), len(images), figsize=(1.6 * len(images), 1.8 * len(rows)))
+    for row, (title, batch) in enumerate(rows.items()):
+        for column, image in enumerate(batch):
+            axes[row, column].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+            axes[row, column].set_xticks([])
+            axes[row, column].set_yticks([])
+        axes[row, 0].set_ylabel(title, fontsize=8)
+    figure.suptitle("Held-out test crops (64 x 64): originals, embedded VAE (32x8x8 latent), bicubic (26x26x3)",
+                    fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    print(f"figure saved to {path}")
+
+
+def save_learning_curve(log_path: Path, path: Path, results) -> None:
+    """Train and validation PSNR against step, from training_log.csv, with the test results as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_path) as file:
+        rows = list(csv.DictReader(file))
+    steps = [int(row["step"]) for row in rows]
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    axis.plot(steps, [float(row["train_psnr_rgb"]) for row in rows], label="train batches (live weights)")
+    axis.plot(steps, [float(row["val_psnr_rgb_ema"]) for row in rows], label="val photo (EMA weights)")
+    axis.axhline(results["vae"]["psnr_rgb"], color="C2", linestyle="--", label="test photos, final model")
+    axis.axhline(results["bicubic"]["psnr_rgb"], color="C3", linestyle=":", label="test photos, bicubic 26x26")
+    axis.set_xlabel("step (batch 32)")
+    axis.set_ylabel("RGB PSNR (dB)")
+    axis.set_title("Embedded VAE pre-training on 2 CPU cores", fontsize=10)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"figure saved to {path}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(args.threads)
+    if args.evaluate:
+        evaluate(args)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
