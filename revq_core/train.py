@@ -332,3 +332,42 @@ def _check_inputs(config: TrainConfig, train_latents, val_latents) -> None:
 
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m revq_core.train --preset demo --output runs/demo``: train on the embedded photo latents
+    (or on latent files made by ``revq_core.latents.save_latents``) and print the validation MSE."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+    parser.add_argument("--output", default="runs/demo", help="output directory (checkpoint, history, model)")
+    parser.add_argument("--train-latents", help="latent file (N, C, H, W); default: the embedded photo crops")
+    parser.add_argument("--val-latents", help="latent file for validation; default: the embedded held-out crops")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                                ("seed", args.seed)) if value is not None}
+    config = preset(args.preset, device=args.device, **overrides)
+    from .latents import embedded_latents, load_latents
+
+    if args.train_latents:
+        train_latents = load_latents(args.train_latents)
+        val_latents = load_latents(args.val_latents) if args.val_latents else None
+        vae = None
+    else:
+        train_latents, val_latents = embedded_latents(["train", "val"])
+        vae = "embedded"
+    model, history = train(config, train_latents, val_latents, output_dir=args.output,
+                           resume=not args.no_resume, vae=vae)
+    print(f"preset {args.preset}: {len(history.epoch)} epochs, validation latent MSE {history.val_mse[-1]:.4f} "
+          f"(quantizer only {history.val_quant_mse[-1]:.4f}), codebook usage {history.usage[-1]:.1%}; "
+          f"model saved to {args.output}/model")
+
+
+if __name__ == "__main__":
+    main()

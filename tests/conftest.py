@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+# Test models are tiny: one thread is fastest, and avoids oversubscription when other jobs share the cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
