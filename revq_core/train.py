@@ -74,7 +74,7 @@ PRESETS = {
     "paper_256T_262k": TrainConfig(tokens_per_image=256, codes_per_group=262144, rectifier_width=1024,
                                    rectifier_depth=4, batch_size=128),
     # The embedded default on a 2-core CPU: the paper's 512 tokens of D = 4, a smaller K and rectifier.
-    "demo": TrainConfig(codes_per_group=256, rectifier_width=128, rectifier_depth=2, epochs=12, batch_size=64,
+    "demo": TrainConfig(codes_per_group=256, rectifier_width=64, rectifier_depth=1, epochs=8, batch_size=128,
                         init_latents=None),
     # Seconds-long runs for tests and smoke checks.
     "tiny": TrainConfig(tokens_per_image=64, codes_per_group=16, rectifier_width=32, rectifier_depth=1, epochs=2,
@@ -348,11 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                                 ("seed", args.seed)) if value is not None}
-    config = preset(args.preset, device=args.device, **overrides)
+    config = preset(args.preset, device=args.device, num_threads=args.threads, **overrides)
     from .latents import embedded_latents, load_latents
 
     if args.train_latents:
