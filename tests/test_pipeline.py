@@ -1,0 +1,87 @@
+"""The main job's glue: image folder -> cached latents, and tokenizer evaluation with clear notes."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from revq_core.model import ReVQ
+from revq_core.pipeline import evaluate_tokenizer, format_results, prepare_data, reconstruct_images
+from revq_core.vae import decode, encode
+from test_vae import tiny_autoencoder_dc
+
+
+def _write_imagenet_layout(root, images_per_class=3, size=24):
+    """root/{train,val}/<class>/<i>.png with random colour images of ``size`` pixels."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(images_per_class):
+                pixels = rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_vae():
+    return tiny_autoencoder_dc().eval().requires_grad_(False)
+
+
+def tiny_revq(latent_shape=(4, 8, 8)) -> ReVQ:
+    model = ReVQ(latent_shape=latent_shape, tokens_per_image=64, codes_per_group=8, rectifier="identity")
+    model.normalizer.fit(torch.randn(32, *latent_shape))
+    return model.eval()
+
+
+def test_image_folder_is_encoded_once_and_cached(tmp_path, tiny_vae, monkeypatch):
+    monkeypatch.setenv("REVQ_CACHE", str(tmp_path / "cache"))
+    root = _write_imagenet_layout(tmp_path / "imagenet")
+    splits = prepare_data(tiny_vae, root, num_eval_images=4, image_size=16, progress=False)
+    assert splits.train_latents.shape == (6, 4, 8, 8) and splits.val_latents.shape == (6, 4, 8, 8)
+    assert splits.eval_images.shape == (4, 3, 16, 16)
+    assert -1 <= float(splits.eval_images.min()) and float(splits.eval_images.max()) <= 1
+    torch.testing.assert_close(splits.val_latents[:4], encode(tiny_vae, splits.eval_images))
+    cached = sorted(path.name for path in (tmp_path / "cache").glob("latents_imagenet_*"))
+    assert len(cached) == 2
+    for image in (root / "train").rglob("*.png"):  # a second call reads the cache, not the images
+        image.unlink()
+    again = prepare_data(tiny_vae, root, num_eval_images=4, image_size=16, progress=False)
+    torch.testing.assert_close(again.train_latents, splits.train_latents)
+
+
+def test_a_folder_without_train_and_val_says_what_it_needs(tmp_path, tiny_vae):
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(FileNotFoundError, match="train/<class>/<image> and val/<class>/<image>"):
+        prepare_data(tiny_vae, tmp_path / "flat")
+
+
+def test_an_image_folder_needs_a_vae(tmp_path):
+    root = _write_imagenet_layout(tmp_path / "imagenet", images_per_class=1)
+    with pytest.raises(ValueError, match="needs the VAE"):
+        prepare_data(None, root)
+
+
+def test_reconstructions_are_the_vae_and_the_tokenized_round_trips(tiny_vae):
+    model = tiny_revq()
+    images = torch.rand(5, 3, 16, 16) * 2 - 1
+    vae_images, revq_images = reconstruct_images(model, tiny_vae, images, batch_size=2)
+    latents = encode(tiny_vae, images)
+    torch.testing.assert_close(vae_images, decode(tiny_vae, latents))
+    torch.testing.assert_close(revq_images, decode(tiny_vae, model.reconstruct_latent(latents)))
+    assert not torch.allclose(vae_images, revq_images)  # 8 codes per token lose information
+
+
+def test_evaluation_reports_psnr_ssim_and_says_why_lpips_rfid_are_missing(tiny_vae, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no backbone weights there
+    images = torch.rand(6, 3, 16, 16) * 2 - 1
+    results, notes = evaluate_tokenizer(tiny_revq(), tiny_vae, images, batch_size=4)
+    assert set(results) == {"vae", "revq"}
+    for scores in results.values():
+        assert {"psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"} <= set(scores) and "lpips" not in scores
+        assert scores["num_images"] == 6
+    assert len(notes) == 2 and notes[0].startswith("LPIPS skipped") and notes[1].startswith("rFID skipped")
+    assert "alexnet-owt-7be5be79.pth" in notes[0] and "hub/checkpoints" in notes[0]
+    table = format_results(results)
+    assert table.splitlines()[0].split() == ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
+    assert table.splitlines()[1].startswith("vae") and table.splitlines()[2].startswith("revq")
