@@ -5,20 +5,28 @@ a row), computed in float32 chunks of groups and rows so the (G, N, K) distance 
 exists whole. The matmul form rounds, so a row whose runner-up lies within a rigorous float32
 error bound of its best code is re-ranked with direct float64 differences: the result equals a
 brute-force argmin of ((x - c) ** 2).sum(), ties going to the lowest index.
+
+On the CPU, a fused C++ kernel (``cpu_search``) computes the same scores without storing them and
+returns each token's best and runner-up score; the same exactness check then applies. Where the
+kernel cannot be built (or ``REVQ_CPU_KERNEL=0``), and on GPUs, the chunked matmul form runs.
 """
 from __future__ import annotations
 
 import torch
 
+from .cpu_search import best_two_codes
+
 
 @torch.no_grad()
-def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_mb: int = 256) -> torch.Tensor:
+def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_mb: int = 256,
+                  use_kernel: bool = True) -> torch.Tensor:
     """Index of the nearest code for every token of every group.
 
     Args:
         grouped_tokens: (G, N, D) tokens, one row per token, one slab per codebook.
         codebook: (G, K, D).
-        memory_mb: bound on the (groups, rows, K) float32 score chunk.
+        memory_mb: bound on the (groups, rows, K) float32 score chunk of the matmul form.
+        use_kernel: use the fused CPU kernel where it applies (False: always the matmul form).
     Returns:
         (G, N) int64 code ids.
     """
@@ -26,6 +34,10 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
     codes_per_group = codebook.shape[1]
     tokens = grouped_tokens.float()
     codes = codebook.float()
+    fused = best_two_codes(tokens, codes) if use_kernel else None
+    if fused is not None:  # CPU: scores never stored, O(G * N) memory whatever K
+        best_scores, best_codes, runner_up_scores, max_code_sq_norm = fused
+        return _rerank_near_ties(tokens, codes, best_scores, best_codes, runner_up_scores, max_code_sq_norm[:, None])
     code_sq_norms = codes.pow(2).sum(-1)  # (G, K)
     rows_per_chunk, groups_per_chunk = _chunk_sizes(num_groups, num_rows, codes_per_group, memory_mb)
     out = torch.empty(num_groups, num_rows, dtype=torch.long, device=grouped_tokens.device)
@@ -45,13 +57,21 @@ def _nearest_in_chunk(tokens: torch.Tensor, codes: torch.Tensor, code_sq_norms: 
     # scores (g, n, K) = ||c||^2 - 2 x.c, the squared distance less ||x||^2.
     scores = torch.baddbmm(code_sq_norms[:, None, :], tokens, codes.transpose(1, 2), alpha=-2.0)
     best_scores, best_codes = scores.min(dim=-1)  # (g, n)
+    runner_up_scores = scores.scatter_(-1, best_codes[..., None], float("inf")).amin(dim=-1)  # (g, n)
+    return _rerank_near_ties(tokens, codes, best_scores, best_codes, runner_up_scores, max_code_sq_norm)
+
+
+def _rerank_near_ties(tokens: torch.Tensor, codes: torch.Tensor, best_scores: torch.Tensor,
+                      best_codes: torch.Tensor, runner_up_scores: torch.Tensor,
+                      max_code_sq_norm: torch.Tensor) -> torch.Tensor:
+    """Make float32 winners exact: tokens (g, n, D), codes (g, K, D); best/runner-up scores and
+    best_codes (g, n); max_code_sq_norm (g, 1). Returns best_codes (g, n), corrected in place."""
     # Error bound of each float32 score (dot product and norms of length D, then two additions):
     # |err| <= (D + 2) u (||x||^2 + 2||x|| ||c|| + ||c||^2) <= 2 (D + 2) u (||x||^2 + ||c||^2).
     # Two scores closer than twice that can be in the wrong order: re-rank those rows exactly.
     unit_roundoff = _unit_roundoff(tokens)
     token_sq_norms = tokens.pow(2).sum(-1)  # (g, n)
     tolerance = 4 * (tokens.shape[-1] + 2) * unit_roundoff * (token_sq_norms + max_code_sq_norm)
-    runner_up_scores = scores.scatter_(-1, best_codes[..., None], float("inf")).amin(dim=-1)  # (g, n)
     ambiguous = runner_up_scores <= best_scores + tolerance  # (g, n)
     if ambiguous.any():
         group_ids, row_ids = ambiguous.nonzero(as_tuple=True)

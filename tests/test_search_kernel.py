@@ -1,0 +1,62 @@
+"""The fused CPU search kernel (revq_core.cpu_search) against float64 brute force and the matmul form."""
+import pytest
+import torch
+
+from revq_core.cpu_search import best_two_codes, kernel_enabled
+from revq_core.search import nearest_codes
+
+pytestmark = pytest.mark.skipif(not kernel_enabled(), reason="the fused CPU kernel cannot be built here "
+                                                               "(no C++ compiler/ninja, or REVQ_CPU_KERNEL=0)")
+
+
+def _brute_force(tokens, codebook):
+    """(G, N, D), (G, K, D) -> (G, N): float64 argmin, first minimum on ties."""
+    return (tokens.double()[:, :, None, :] - codebook.double()[:, None]).pow(2).sum(-1).argmin(-1)
+
+
+# D = 4, 8, 16 take compiled fixed-size loops; others the generic loop. K % 16 and N % 4 leave tails.
+@pytest.mark.parametrize("groups,rows,codes,code_dim", [(512, 6, 64, 4), (7, 13, 37, 4), (3, 5, 16, 8), (2, 9, 50, 16),
+                                                        (4, 3, 5, 1), (2, 11, 33, 3), (1, 4, 100, 64), (3, 1, 1, 2),
+                                                        (64, 3, 20, 4), (40, 5, 17, 8)])  # last two: per-group path
+def test_fast_path_equals_float64_brute_force_and_the_matmul_form(groups, rows, codes, code_dim):
+    generator = torch.Generator().manual_seed(groups * 1000 + codes)
+    tokens = torch.randn(groups, rows, code_dim, generator=generator)
+    codebook = torch.randn(groups, codes, code_dim, generator=generator)
+    fast = nearest_codes(tokens, codebook)
+    assert torch.equal(fast, _brute_force(tokens, codebook))
+    assert torch.equal(fast, nearest_codes(tokens, codebook, use_kernel=False))
+
+
+def test_kernel_scores_and_runner_up_match_dense_scores():
+    generator = torch.Generator().manual_seed(3)
+    tokens, codebook = torch.randn(5, 7, 4, generator=generator), torch.randn(5, 45, 4, generator=generator)
+    norms = codebook.pow(2).sum(-1)
+    best, ids, runner_up, largest_norm = best_two_codes(tokens, codebook)
+    assert torch.allclose(largest_norm, norms.amax(-1))
+    dense = (norms[:, None, :] - 2 * tokens @ codebook.transpose(1, 2)).double()  # (G, N, K)
+    assert torch.allclose(best.double(), dense.amin(-1), atol=1e-5)
+    assert torch.allclose(runner_up.double(), dense.scatter(-1, ids[..., None], float("inf")).amin(-1), atol=1e-5)
+
+
+def test_exact_ties_and_duplicate_codes_go_to_the_lowest_index():
+    codebook = torch.randn(2, 40, 4)
+    codebook[:, 33] = codebook[:, 5]  # duplicates in different lanes and a tail position
+    codebook[:, 21] = codebook[:, 5]
+    tokens = torch.stack([codebook[:, 5], codebook[:, 21] + 1e-3, codebook[:, 33]], dim=1)  # (2, 3, 4)
+    assert torch.equal(nearest_codes(tokens, codebook), _brute_force(tokens, codebook))
+    assert nearest_codes(tokens, codebook)[:, 0].tolist() == [5, 5]
+
+
+def test_near_ties_beyond_float32_resolution_are_exact():
+    offset = torch.tensor([3000.0, 0.0, 0.0, 0.0])
+    codebook = (offset + 1e-3 * torch.randn(1, 64, 4))
+    tokens = offset + 1e-3 * torch.randn(1, 50, 4)
+    assert torch.equal(nearest_codes(tokens, codebook), _brute_force(tokens, codebook))
+
+
+def test_kernel_declines_what_it_does_not_handle():
+    tokens, codebook = torch.randn(1, 2, 4), torch.randn(1, 8, 4)
+    assert best_two_codes(tokens.double(), codebook.double()) is None
+    wide = torch.randn(1, 2, 65), torch.randn(1, 8, 65)
+    assert best_two_codes(*wide) is None
+    assert torch.equal(nearest_codes(*wide), _brute_force(*wide))  # matmul form takes over
