@@ -44,6 +44,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         num_groups: G codebooks (token t uses t % G); default T, or 1 for ``split="single"``.
         split: "channel" (paper), "spatial" or "single".
         rectifier: "vit" (paper), "cnn", "mlp" or "identity"; ``rectifier_width``/``rectifier_depth`` size it.
+        rectifier_residual: ``latent + rectifier(latent)``, starting at the identity (not the paper's; CPU demos).
         pre_encoder: None (paper) or a rectifier kind placed before the quantizer (the paper's ablation);
             it is trained through a straight-through estimator with a ``commitment_weight`` term.
         vae: name or path of the VAE whose latents this model quantizes (recorded, not loaded).
@@ -52,7 +53,8 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
     def __init__(self, latent_shape: tuple[int, int, int] = (32, 8, 8), tokens_per_image: int = 512,
                  codes_per_group: int = 16384, num_groups: int | None = None, split: str = "channel",
                  rectifier: str = "vit", rectifier_width: int = 512, rectifier_depth: int = 3,
-                 pre_encoder: str | None = None, commitment_weight: float = 0.25, vae: str | None = None):
+                 pre_encoder: str | None = None, commitment_weight: float = 0.25, vae: str | None = None,
+                 rectifier_residual: bool = False):
         super().__init__()
         self.latent_shape = tuple(int(size) for size in latent_shape)
         self.tokens_per_image = tokens_per_image
@@ -63,7 +65,8 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         self.normalizer = LatentNormalizer(self.latent_shape)
         self.quantizer = Quantizer(num_groups, codes_per_group, code_dim_for_tokens(self.latent_shape, tokens_per_image),
                                    split, self.latent_shape)
-        self.rectifier = build_rectifier(rectifier, self.latent_shape, rectifier_width, rectifier_depth)
+        self.rectifier = build_rectifier(rectifier, self.latent_shape, rectifier_width, rectifier_depth,
+                                         rectifier_residual)
         self.pre_encoder = None if pre_encoder is None else build_rectifier(
             pre_encoder, self.latent_shape, rectifier_width, rectifier_depth)
         self.commitment_weight = commitment_weight

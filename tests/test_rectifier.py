@@ -31,3 +31,39 @@ def test_bad_rectifier_settings_are_explained():
         build_rectifier("vit", (32, 8, 8), width=48)
     with pytest.raises(ValueError, match="must be one of"):
         build_rectifier("transformer")
+
+
+@pytest.mark.parametrize("kind", ["vit", "cnn", "mlp"])
+def test_residual_rectifier_starts_as_the_identity_and_learns(kind):
+    rectifier = build_rectifier(kind, (32, 8, 8), width=32, depth=1, residual=True)
+    latent = torch.randn(4, 32, 8, 8)
+    torch.testing.assert_close(rectifier(latent), latent)  # zero-initialised output conv
+    target = latent * 0.5
+    optimizer = torch.optim.Adam(rectifier.parameters(), lr=1e-2)
+    first_loss = None
+    for _ in range(20):
+        loss = torch.nn.functional.mse_loss(rectifier(latent), target)
+        first_loss = first_loss if first_loss is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.9 * first_loss
+
+
+def test_paper_form_does_not_start_as_the_identity():
+    latent = torch.randn(4, 32, 8, 8)
+    for kind in ("vit", "cnn"):
+        assert not torch.allclose(build_rectifier(kind, (32, 8, 8), width=32, depth=1)(latent), latent, atol=1e-2)
+    assert isinstance(build_rectifier("identity", residual=True), torch.nn.Identity)
+
+
+def test_residual_rectifier_round_trips_through_save_pretrained(tmp_path):
+    from revq_core.model import ReVQ
+
+    model = ReVQ(latent_shape=(32, 8, 8), tokens_per_image=64, codes_per_group=4, rectifier_width=32,
+                 rectifier_depth=1, rectifier_residual=True)
+    model.save_pretrained(tmp_path / "model")
+    reloaded = ReVQ.from_pretrained(tmp_path / "model")
+    assert type(reloaded.rectifier).__name__ == "ResidualRectifier"
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value)
