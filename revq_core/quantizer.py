@@ -101,7 +101,8 @@ class Quantizer(nn.Module):
 
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         grouped = self.group_tokens(tokens.detach().to(self.codebook.dtype))  # (G, N, D)
-        grouped_codes = nearest_codes(grouped, self.codebook.detach(), self.search_memory_mb)  # (G, N)
+        with torch.autocast(tokens.device.type, enabled=False):  # exact search: never in bf16/fp16 autocast
+            grouped_codes = nearest_codes(grouped, self.codebook.detach(), self.search_memory_mb)  # (G, N)
         return self.ungroup_codes(grouped_codes, tokens.shape[0])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:

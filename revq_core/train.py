@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .checks import check_finite, check_latents
 from .model import ReVQ
@@ -39,6 +40,7 @@ class TrainConfig:
     rectifier: str = "vit"  # "vit" (paper), "cnn", "mlp", "identity"
     rectifier_width: int = 512
     rectifier_depth: int = 3
+    rectifier_residual: bool = False  # latent + rectifier(latent), starting at the identity (not the paper's)
     pre_encoder: str | None = None  # the paper's "extra encoder" ablation
     # recipe
     epochs: int = 100
@@ -59,10 +61,14 @@ class TrainConfig:
     device: str = "cpu"
     num_threads: int | None = None  # torch.set_num_threads on CPU; None leaves it
     val_batch_size: int = 256
+    # speed settings (off by default: results then stay bit-identical; benchmarks/README.md has measurements)
+    fused_adamw: bool = False  # torch's fused AdamW kernel (CPU and GPU); same maths, last-bit differences
+    autocast_bf16: bool = False  # GPU: bf16 autocast of the rectifier and losses; the code search stays float32
+    compile_rectifier: bool = False  # GPU: torch.compile the rectifier (nn.Module.compile; state-dict keys unchanged)
 
     def recipe_dict(self) -> dict:
-        """Fields that define the result (everything but the machine settings)."""
-        machine = {"device", "num_threads", "val_batch_size"}
+        """Fields that define the result (everything but the machine and speed settings)."""
+        machine = {"device", "num_threads", "val_batch_size", "fused_adamw", "autocast_bf16", "compile_rectifier"}
         return {key: _jsonable(value) for key, value in dataclasses.asdict(self).items() if key not in machine}
 
 
@@ -74,7 +80,11 @@ PRESETS = {
     "paper_256T_262k": TrainConfig(tokens_per_image=256, codes_per_group=262144, rectifier_width=1024,
                                    rectifier_depth=4, batch_size=128),
     # The embedded default on a 2-core CPU: the paper's 512 tokens of D = 4, a smaller K and rectifier.
-    "demo": TrainConfig(codes_per_group=256, rectifier_width=64, rectifier_depth=1, epochs=8, batch_size=128,
+    # In ~1000 steps a rectifier this small cannot first learn the identity: measured, the paper's form
+    # ends above the quantizer's own validation MSE (0.061 vs 0.059, even at 10x its learning rate), so the
+    # demo's starts at the identity (rectifier_residual) and ends below it (0.055).
+    "demo": TrainConfig(codes_per_group=256, rectifier_width=32, rectifier_depth=1, rectifier_residual=True,
+                        epochs=8, batch_size=128,
                         init_latents=None),
     # Seconds-long runs for tests and smoke checks.
     "tiny": TrainConfig(tokens_per_image=64, codes_per_group=16, rectifier_width=32, rectifier_depth=1, epochs=2,
@@ -97,7 +107,8 @@ def build_model(config: TrainConfig, vae: str | None = None) -> ReVQ:
     return ReVQ(latent_shape=tuple(config.latent_shape), tokens_per_image=config.tokens_per_image,
                 codes_per_group=config.codes_per_group, num_groups=config.num_groups, split=config.split,
                 rectifier=config.rectifier, rectifier_width=config.rectifier_width,
-                rectifier_depth=config.rectifier_depth, pre_encoder=config.pre_encoder, vae=vae)
+                rectifier_depth=config.rectifier_depth, pre_encoder=config.pre_encoder, vae=vae,
+                rectifier_residual=config.rectifier_residual)
 
 
 class TrainingDiverged(RuntimeError):
@@ -125,7 +136,8 @@ class History:
 
 def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.Tensor | None = None,
           output_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
-          vae: str | None = None, progress: bool = True) -> tuple[ReVQ, History]:
+          vae: str | None = None, progress: bool = True,
+          normalizer_statistics: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[ReVQ, History]:
     """Train ReVQ on VAE latents (N, C, H, W) and return (model, history).
 
     Normalization statistics come from ``train_latents``. With ``output_dir``, a checkpoint is written
@@ -133,8 +145,19 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     ``save_pretrained`` to ``output_dir/model``. ``resume=True`` continues from ``checkpoint.pt`` (same
     config required) and gives the same weights as an uninterrupted run. ``stop_after`` ends this call
     after that many epochs (a time-limited job); call again with ``resume=True`` to go on.
+    ``train_latents`` may be memory-mapped (``revq_core.latent_cache.load_latent_cache``): batches are
+    gathered from it, nothing holds it whole. ``normalizer_statistics`` = (mean, var), each (C, H, W),
+    replaces the pass that fits the normalizer (e.g. ``latent_cache_statistics(path)``).
+
+    Inside an initialized ``torch.distributed`` process group of N > 1 ranks (``revq_core.distributed``,
+    e.g. under torchrun) every rank calls ``train`` with the same arguments and trains data-parallel:
+    each takes a B/N shard of every global batch of B = ``config.batch_size``; only rank 0 writes files
+    (``output_dir`` must be the same shared directory on every rank for ``resume``).
     """
     _check_inputs(config, train_latents, val_latents)
+    distributed.check_divides_batch(config.batch_size, distributed.world_size())
+    progress = progress and distributed.is_main_process()
+    writes_files = output_dir is not None and distributed.is_main_process()
     _configure_torch(config)
     device = torch.device(config.device)
     output_dir = Path(output_dir) if output_dir is not None else None
@@ -142,7 +165,10 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
 
     torch.manual_seed(config.seed)
     model = build_model(config, vae).to(device)
-    model.normalizer.fit(train_latents)
+    if normalizer_statistics is None:
+        model.normalizer.fit(train_latents)
+    else:
+        model.normalizer.set_statistics(*normalizer_statistics)
     optimizer, scheduler = _optimizer_and_scheduler(model, config)
     usage = CodeUsage(model.quantizer.num_groups, config.codes_per_group, model.quantizer.group_of_token)
     history, start_epoch = History(), 0
@@ -151,6 +177,9 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
         start_epoch = _restore(checkpoint_path, config, model, optimizer, scheduler, history)
     else:
         _init_codebook(model, config, train_latents, device)
+    if config.compile_rectifier:
+        model.rectifier.compile()
+    step_model = distributed.wrap_model(model, device)  # DDP over ranks; the model itself on one
 
     last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
     epochs = tqdm(range(start_epoch, last_epoch), desc="epochs", disable=not progress, initial=start_epoch,
@@ -158,24 +187,47 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     for epoch in epochs:
         started = time.perf_counter()
         losses = _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress,
-                              checkpoint_path)
+                              checkpoint_path, step_model)
         stats = _end_of_epoch_reset(model, usage, config, epoch)
-        val_mse, val_quant_mse = evaluate_latent_mse(model, val_latents, config.val_batch_size) \
+        val_mse, val_quant_mse = _validation_mse(model, val_latents, config.val_batch_size) \
             if val_latents is not None else (math.nan, math.nan)
         _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, time.perf_counter() - started)
         scheduler.step()
         epochs.set_postfix(loss=f"{losses[0]:.4f}", val_mse=f"{val_mse:.4f}", usage=f"{stats[0]:.3f}")
-        if output_dir is not None:
+        if writes_files:
             save_checkpoint(_checkpoint_state(model, optimizer, scheduler, epoch, history, config), checkpoint_path)
             (output_dir / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
-    if output_dir is not None and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
+    if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
         model.save_pretrained(output_dir / "model")
+    distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
     return model, history
 
 
 @torch.no_grad()
 def evaluate_latent_mse(model: ReVQ, latents: torch.Tensor, batch_size: int = 256) -> tuple[float, float]:
     """(rectified MSE, quantizer-only MSE) over VAE latents (N, C, H, W), in normalized space."""
+    rectified_sum, quantized_sum = _squared_error_sums(model, latents, batch_size)
+    numbers = latents.shape[0] * math.prod(latents.shape[1:])
+    return rectified_sum / numbers, quantized_sum / numbers
+
+
+def _validation_mse(model: ReVQ, latents: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """``evaluate_latent_mse``; over ranks, each takes a contiguous slice of ``latents`` (N, C, H, W) and
+    the float64 sums are added up, so every rank gets the same numbers."""
+    if not distributed.is_distributed():
+        return evaluate_latent_mse(model, latents, batch_size)
+    ranks, this_rank, count = distributed.world_size(), distributed.rank(), latents.shape[0]
+    share = latents[this_rank * count // ranks:(this_rank + 1) * count // ranks]
+    sums = torch.tensor(_squared_error_sums(model, share, batch_size), dtype=torch.float64,
+                        device=model.normalizer.mean.device)
+    rectified_sum, quantized_sum = distributed.all_reduce_sum(sums).tolist()
+    numbers = count * math.prod(latents.shape[1:])
+    return rectified_sum / numbers, quantized_sum / numbers
+
+
+@torch.no_grad()
+def _squared_error_sums(model: ReVQ, latents: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(sum of squared rectified errors, same for the quantizer alone) over latents (N, C, H, W)."""
     was_training = model.training
     model.eval()
     device = model.normalizer.mean.device
@@ -188,13 +240,18 @@ def evaluate_latent_mse(model: ReVQ, latents: torch.Tensor, batch_size: int = 25
         rectified_sum += F.mse_loss(rectified, latent, reduction="sum").item()
         quantized_sum += F.mse_loss(quantized, latent, reduction="sum").item()
     model.train(was_training)
-    numbers = latents.shape[0] * math.prod(latents.shape[1:])
-    return rectified_sum / numbers, quantized_sum / numbers
+    return rectified_sum, quantized_sum
 
 
 # ---- pieces of the loop -------------------------------------------------------------------------
-def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress, checkpoint_path):
-    """One pass over shuffled training latents; returns mean (loss, loss_quant, loss_rect)."""
+def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress, checkpoint_path,
+                 step_model=None):
+    """One pass over shuffled training latents; returns mean (loss, loss_quant, loss_rect).
+
+    ``step_model`` runs the forward (DDP around ``model`` over ranks, default ``model``); each rank
+    takes its shard of every global batch, and the mean losses are averaged over ranks at the end.
+    """
+    step_model = model if step_model is None else step_model
     model.train()
     order = torch.randperm(train_latents.shape[0], generator=_generator(config.seed, epoch, "shuffle"))
     steps = train_latents.shape[0] // config.batch_size  # drop_last, as the authors do
@@ -202,27 +259,39 @@ def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, 
     quantizer_params = list(model.quantizer.parameters())
     rectifier_params = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
     for step in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
-        batch_ids = order[step * config.batch_size:(step + 1) * config.batch_size]
+        batch_ids = distributed.shard_of_batch(order[step * config.batch_size:(step + 1) * config.batch_size],
+                                               config.batch_size)
         latent = model.normalizer.normalize(train_latents[batch_ids].to(device, non_blocking=True).float())
-        output = model(latent)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
+            output = step_model(latent)
         if not torch.isfinite(output.loss):
             where = f"the last good checkpoint {checkpoint_path} is intact" if checkpoint_path else "no checkpoint was written"
             raise TrainingDiverged(f"loss became {output.loss.item()} at epoch {epoch}, step {step} "
                                    f"(loss_quant {output.loss_quant.item()}, loss_rect {output.loss_rect.item()}); "
                                    f"{where}. Lower the learning rates or check the latents.")
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(quantizer_params, config.grad_clip)
-        torch.nn.utils.clip_grad_norm_(rectifier_params, config.grad_clip)
-        optimizer.step()
-        usage.update(output.codes)
+        optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip)
         totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
                                dtype=torch.float64)
-    return tuple((totals / max(steps, 1)).tolist())
+    return tuple(distributed.all_reduce_mean(totals / max(steps, 1)).tolist())
+
+
+def optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, grad_clip: float) -> None:
+    """The update of one training step after its forward: backward of ``output.loss``, gradient-norm
+    clipping at ``grad_clip`` per parameter group (quantizer, rectifier), AdamW, and the batch's codes
+    ``output.codes`` (B, T) added to ``usage``."""
+    optimizer.zero_grad(set_to_none=True)
+    output.loss.backward()
+    torch.nn.utils.clip_grad_norm_(quantizer_params, grad_clip)
+    torch.nn.utils.clip_grad_norm_(rectifier_params, grad_clip)
+    optimizer.step()
+    usage.update(output.codes)
 
 
 def _end_of_epoch_reset(model, usage, config, epoch) -> tuple[float, int]:
-    """Reset unused codes (if enabled), zero the counts; returns (usage before reset, codes reset)."""
+    """Reset unused codes (if enabled), zero the counts; returns (usage before reset, codes reset).
+
+    Over ranks the counts (G, K) are summed first, so every rank resets the same codes."""
+    distributed.all_reduce_sum(usage.counts)
     if config.reset:
         stats = reset_unused_codes(model.quantizer.codebook.data, usage.counts, config.reset_ratio,
                                    config.reset_noise, _generator(config.seed, epoch, "reset"))
@@ -253,7 +322,7 @@ def _optimizer_and_scheduler(model: ReVQ, config: TrainConfig):
         {"params": list(model.quantizer.parameters()), "lr": config.quantizer_lr, "weight_decay": 0.0},
         {"params": rectifier_params, "lr": config.quantizer_lr * config.rectifier_lr_ratio,
          "weight_decay": config.rectifier_weight_decay},
-    ], betas=tuple(config.betas))
+    ], betas=tuple(config.betas), **({"fused": True} if config.fused_adamw else {"foreach": True}))
     gamma = config.final_lr_fraction ** (1.0 / config.epochs)
     return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
 
@@ -334,37 +403,61 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def _read_latents(path: str) -> torch.Tensor:
+    """Latents (N, C, H, W) from a safetensors file (``save_latents``) or a memory-mapped .npy cache."""
+    from .latent_cache import load_latent_cache
+    from .latents import load_latents
+
+    return load_latent_cache(path) if path.endswith(".npy") else load_latents(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m revq_core.train --preset demo --output runs/demo``: train on the embedded photo latents
-    (or on latent files made by ``revq_core.latents.save_latents``) and print the validation MSE."""
+    (or on latent files made by ``revq_core.latents.save_latents``) and print the validation MSE.
+    ``torchrun --nproc_per_node=N -m revq_core.train ... --device cuda`` trains on N GPUs (DDP)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     parser.add_argument("--output", default="runs/demo", help="output directory (checkpoint, history, model)")
-    parser.add_argument("--train-latents", help="latent file (N, C, H, W); default: the embedded photo crops")
-    parser.add_argument("--val-latents", help="latent file for validation; default: the embedded held-out crops")
+    parser.add_argument("--train-latents", help="latent file (N, C, H, W): safetensors (save_latents) or a .npy "
+                        "cache (latent_cache.encode_to_cache, memory-mapped); default: the embedded photo crops")
+    parser.add_argument("--val-latents", help="latent file for validation (same formats); default: the embedded held-out crops")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    parser.add_argument("--fused-adamw", action="store_true", help="fused AdamW kernel (last-bit differences)")
+    parser.add_argument("--autocast-bf16", action="store_true", help="bf16 autocast of the rectifier (GPU)")
+    parser.add_argument("--compile-rectifier", action="store_true", help="torch.compile the rectifier (GPU)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                                 ("seed", args.seed)) if value is not None}
-    config = preset(args.preset, device=args.device, num_threads=args.threads, **overrides)
-    from .latents import embedded_latents, load_latents
+    overrides.update({name: True for name in ("fused_adamw", "autocast_bf16", "compile_rectifier") if getattr(args, name)})
+    device = distributed.init_from_env(args.device)  # torchrun: join the group, cuda:LOCAL_RANK per rank
+    config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
+    from .latent_cache import latent_cache_statistics
+    from .latents import embedded_latents
 
+    statistics = None  # from a .npy cache: computed while it was written, no extra pass
     if args.train_latents:
-        train_latents = load_latents(args.train_latents)
-        val_latents = load_latents(args.val_latents) if args.val_latents else None
+        train_latents = _read_latents(args.train_latents)
+        val_latents = _read_latents(args.val_latents) if args.val_latents else None
+        statistics = latent_cache_statistics(args.train_latents) if args.train_latents.endswith(".npy") else None
         vae = None
     else:
         train_latents, val_latents = embedded_latents(["train", "val"])
         vae = "embedded"
-    model, history = train(config, train_latents, val_latents, output_dir=args.output,
-                           resume=not args.no_resume, vae=vae)
+    main_process = distributed.is_main_process()
+    try:
+        model, history = train(config, train_latents, val_latents, output_dir=args.output,
+                               resume=not args.no_resume, vae=vae, normalizer_statistics=statistics)
+    finally:
+        distributed.destroy()
+    if not main_process:
+        return
     print(f"preset {args.preset}: {len(history.epoch)} epochs, validation latent MSE {history.val_mse[-1]:.4f} "
           f"(quantizer only {history.val_quant_mse[-1]:.4f}), codebook usage {history.usage[-1]:.1%}; "
           f"model saved to {args.output}/model")
