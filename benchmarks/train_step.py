@@ -44,12 +44,15 @@ from revq_core.train import _optimizer_and_scheduler, build_model, optimizer_ste
 class RevqStep:
     """revq_core's training step on a normalized latent batch (B, 32, 8, 8)."""
 
-    def __init__(self, config):
+    def __init__(self, config, compile_rectifier: bool | str = False):
         torch.manual_seed(0)
         self.config = config
         self.model = build_model(config)
         with torch.no_grad():
             self.model.quantizer.codebook.normal_(generator=torch.Generator().manual_seed(1))
+        self.model.to(config.device)
+        if compile_rectifier:  # True: torch.compile's default mode; a string: that mode
+            self.model.rectifier.compile(**({"mode": compile_rectifier} if isinstance(compile_rectifier, str) else {}))
         self.optimizer, _ = _optimizer_and_scheduler(self.model, config)
         self.usage = CodeUsage(self.model.quantizer.num_groups, config.codes_per_group,
                                self.model.quantizer.group_of_token)
@@ -76,7 +79,7 @@ class ReferenceStep:
         self.rectifier = copy.deepcopy(revq.model.rectifier)
         self.memory_mb = memory_mb
         self.grad_clip = config.grad_clip
-        self.counts = torch.zeros(self.codebook.shape[:2], dtype=torch.long)  # (G, K)
+        self.counts = torch.zeros(self.codebook.shape[:2], dtype=torch.long, device=self.codebook.device)  # (G, K)
         self.optimizer = torch.optim.AdamW([
             {"params": [self.codebook], "lr": config.quantizer_lr, "weight_decay": 0.0},
             {"params": list(self.rectifier.parameters()), "lr": config.quantizer_lr * config.rectifier_lr_ratio,
@@ -102,7 +105,8 @@ class ReferenceStep:
         torch.nn.utils.clip_grad_norm_([self.codebook], self.grad_clip)
         torch.nn.utils.clip_grad_norm_(list(self.rectifier.parameters()), self.grad_clip)
         self.optimizer.step()
-        self.counts += torch.bincount((codes + torch.arange(groups)[:, None] * codes_per_group).reshape(-1),
+        group_offsets = torch.arange(groups, device=codes.device)[:, None] * codes_per_group
+        self.counts += torch.bincount((codes + group_offsets).reshape(-1),
                                       minlength=groups * codes_per_group).view(groups, codes_per_group)
         return codes.T, [loss.item(), loss_quant.item(), loss_rect.item()]
 

@@ -6,15 +6,16 @@ exists whole. The matmul form rounds, so a row whose runner-up lies within a rig
 error bound of its best code is re-ranked with direct float64 differences: the result equals a
 brute-force argmin of ((x - c) ** 2).sum(), ties going to the lowest index.
 
-On the CPU, a fused C++ kernel (``cpu_search``) computes the same scores without storing them and
-returns each token's best and runner-up score; the same exactness check then applies. Where the
-kernel cannot be built (or ``REVQ_CPU_KERNEL=0``), and on GPUs, the chunked matmul form runs.
+Fused kernels compute the same scores without storing them and return each token's best and
+runner-up score, to which the same exactness check applies: C++ on the CPU (``cpu_search``), Triton
+on CUDA GPUs (``gpu_search``). Where neither applies (no compiler, no Triton, or
+``REVQ_CPU_KERNEL=0`` / ``REVQ_GPU_KERNEL=0``), the chunked matmul form runs.
 """
 from __future__ import annotations
 
 import torch
 
-from .cpu_search import best_two_codes
+from . import cpu_search, gpu_search
 
 
 @torch.no_grad()
@@ -26,7 +27,7 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
         grouped_tokens: (G, N, D) tokens, one row per token, one slab per codebook.
         codebook: (G, K, D).
         memory_mb: bound on the (groups, rows, K) float32 score chunk of the matmul form.
-        use_kernel: use the fused CPU kernel where it applies (False: always the matmul form).
+        use_kernel: use a fused kernel where one applies (False: always the matmul form).
     Returns:
         (G, N) int64 code ids.
     """
@@ -34,10 +35,11 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
     codes_per_group = codebook.shape[1]
     tokens = grouped_tokens.float()
     codes = codebook.float()
-    fused = best_two_codes(tokens, codes) if use_kernel else None
-    if fused is not None:  # CPU: scores never stored, O(G * N) memory whatever K
+    fused = _fused_best_two(tokens, codes) if use_kernel else None
+    if fused is not None:  # scores never stored, O(G * N) memory whatever K; float32 multiply-adds
         best_scores, best_codes, runner_up_scores, max_code_sq_norm = fused
-        return _rerank_near_ties(tokens, codes, best_scores, best_codes, runner_up_scores, max_code_sq_norm[:, None])
+        return _rerank_near_ties(tokens, codes, best_scores, best_codes, runner_up_scores, max_code_sq_norm[:, None],
+                                 unit_roundoff=2.0 ** -24)
     code_sq_norms = codes.pow(2).sum(-1)  # (G, K)
     rows_per_chunk, groups_per_chunk = _chunk_sizes(num_groups, num_rows, codes_per_group, memory_mb)
     out = torch.empty(num_groups, num_rows, dtype=torch.long, device=grouped_tokens.device)
@@ -49,6 +51,13 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
             out[groups, rows] = _nearest_in_chunk(tokens[groups, rows], codes[groups], code_sq_norms[groups],
                                                   max_code_sq_norm)
     return out
+
+
+def _fused_best_two(tokens: torch.Tensor, codes: torch.Tensor):
+    """The fused kernel's (best, ids, runner-up, max ||c||^2) for this device, or None."""
+    if tokens.is_cuda:
+        return gpu_search.best_two_codes(tokens, codes)
+    return cpu_search.best_two_codes(tokens, codes)
 
 
 def _nearest_in_chunk(tokens: torch.Tensor, codes: torch.Tensor, code_sq_norms: torch.Tensor,
@@ -63,13 +72,14 @@ def _nearest_in_chunk(tokens: torch.Tensor, codes: torch.Tensor, code_sq_norms: 
 
 def _rerank_near_ties(tokens: torch.Tensor, codes: torch.Tensor, best_scores: torch.Tensor,
                       best_codes: torch.Tensor, runner_up_scores: torch.Tensor,
-                      max_code_sq_norm: torch.Tensor) -> torch.Tensor:
+                      max_code_sq_norm: torch.Tensor, unit_roundoff: float | None = None) -> torch.Tensor:
     """Make float32 winners exact: tokens (g, n, D), codes (g, K, D); best/runner-up scores and
-    best_codes (g, n); max_code_sq_norm (g, 1). Returns best_codes (g, n), corrected in place."""
+    best_codes (g, n); max_code_sq_norm (g, 1); unit_roundoff of the score arithmetic (None: that of
+    the matmul on this device). Returns best_codes (g, n), corrected in place."""
     # Error bound of each float32 score (dot product and norms of length D, then two additions):
     # |err| <= (D + 2) u (||x||^2 + 2||x|| ||c|| + ||c||^2) <= 2 (D + 2) u (||x||^2 + ||c||^2).
     # Two scores closer than twice that can be in the wrong order: re-rank those rows exactly.
-    unit_roundoff = _unit_roundoff(tokens)
+    unit_roundoff = _unit_roundoff(tokens) if unit_roundoff is None else unit_roundoff
     token_sq_norms = tokens.pow(2).sum(-1)  # (g, n)
     tolerance = 4 * (tokens.shape[-1] + 2) * unit_roundoff * (token_sq_norms + max_code_sq_norm)
     ambiguous = runner_up_scores <= best_scores + tolerance  # (g, n)
