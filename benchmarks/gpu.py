@@ -212,6 +212,36 @@ def time_train_step(batch: int, rounds: int, compile_rectifier: bool) -> dict:
     }
 
 
+def time_train_loop(steps_per_epoch: int = 200, epochs: int = 3, batch: int = 256) -> dict:
+    """``train()`` itself at 512T on random latents (kept on the CPU, as a memory-mapped cache would be):
+    default settings vs ``speed_settings("cuda")``; seconds per epoch (the first includes compiling),
+    steps/s of the later epochs, and the 100-epoch ImageNet time that gives; the saved model reloads."""
+    from revq_core.model import ReVQ
+    from revq_core.train import speed_settings
+
+    generator = torch.Generator().manual_seed(3)
+    train_latents = torch.randn(steps_per_epoch * batch, *LATENT_SHAPE, generator=generator)
+    val_latents = torch.randn(2560, *LATENT_SHAPE, generator=generator)
+    results = {}
+    for name, settings in (("default", {}), ("speed_settings", speed_settings(DEVICE))):
+        config = preset("paper_512T", device=DEVICE, epochs=epochs, batch_size=batch, **settings)
+        with tempfile.TemporaryDirectory() as output_dir:
+            started = time.perf_counter()
+            model, history = train(config, train_latents, val_latents, output_dir=output_dir, progress=False)
+            total = time.perf_counter() - started
+            reloaded = ReVQ.from_pretrained(Path(output_dir) / "model")
+            same_codes = torch.equal(reloaded.to(DEVICE).tokenize(val_latents[:64].to(DEVICE)),
+                                     model.tokenize(val_latents[:64].to(DEVICE)))
+        later = history.seconds[1:]
+        seconds_per_step = sum(later) / (len(later) * steps_per_epoch)  # includes validation, reset, checkpoint
+        results[name] = {"epoch_seconds": history.seconds, "total_seconds": total, "val_mse": history.val_mse,
+                         "usage": history.usage, "ms_per_step_with_epoch_overheads": 1e3 * seconds_per_step,
+                         "hours_100_imagenet_epochs": seconds_per_step * STEPS_PER_EPOCH * 100 / 3600,
+                         "reloaded_model_same_codes": same_codes}
+        print("train_loop", name, json.dumps(results[name]), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
@@ -219,23 +249,31 @@ def main() -> None:
     parser.add_argument("--step-rounds", type=int, default=10)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+    parser.add_argument("--sections", default="exactness,quantizer,tiles,step",
+                        help="comma-separated: exactness, quantizer, tiles, step, train (train(): the whole loop)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA GPU; on a CPU run benchmarks/quantizer.py and train_step.py.")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rates": measured_rates()}
     print("rates", results["rates"], flush=True)
-    results["exactness"] = check_exactness()
-    print("exactness", json.dumps(results["exactness"]), flush=True)
+    sections = set(args.sections.split(","))
+    if "exactness" in sections:
+        results["exactness"] = check_exactness()
+        print("exactness", json.dumps(results["exactness"]), flush=True)
     results["quantizer"] = []
-    for config in CONFIGS:
+    for config in CONFIGS if "quantizer" in sections else []:
         results["quantizer"].append(time_quantizer(config, args.batch, args.quantizer_rounds, results["rates"]))
         print("quantizer", json.dumps(results["quantizer"][-1]), flush=True)
-    results["search_tiles"] = [time_search_tiles(config, args.batch) for config in ("512T", "256T_65k")]
+    results["search_tiles"] = [time_search_tiles(config, args.batch) for config in ("512T", "256T_65k")] \
+        if "tiles" in sections else []
     for row in results["search_tiles"]:
         print("search_tiles", json.dumps(row), flush=True)
-    results["train_step"] = time_train_step(args.batch, args.step_rounds, not args.skip_compile)
-    print("train_step", json.dumps(results["train_step"]), flush=True)
+    if "step" in sections:
+        results["train_step"] = time_train_step(args.batch, args.step_rounds, not args.skip_compile)
+        print("train_step", json.dumps(results["train_step"]), flush=True)
+    if "train" in sections:
+        results["train_loop"] = time_train_loop(batch=args.batch)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"\nSummary ({results['device']}, fp32 {results['rates']['fp32_tflops']:.0f} TFLOP/s, "
@@ -249,6 +287,13 @@ def main() -> None:
     for row in results["search_tiles"]:
         print(f"  search alone {row['config']:>10}: " + ", ".join(
             f"{tile} {value:.2f}" if isinstance(value, float) else f"{tile} failed" for tile, value in row["search_ms_by_tile"].items()))
+    for name, row in results.get("train_loop", {}).items():
+        print(f"  train() 512T B={args.batch} {name:>15}: epochs {[round(value, 1) for value in row['epoch_seconds']]} s, "
+              f"{row['ms_per_step_with_epoch_overheads']:.1f} ms/step with epoch overheads -> 100 ImageNet epochs "
+              f"{row['hours_100_imagenet_epochs']:.2f} h; val MSE {[round(v, 4) for v in row['val_mse']]}; "
+              f"reloaded model same codes: {row['reloaded_model_same_codes']}")
+    if "train_step" not in results:
+        return
     step = results["train_step"]
     if step["failed"]:
         print(f"  failed: {step['failed']}")

@@ -43,6 +43,7 @@ data = None  # None: the embedded photo crops; or an ImageNet-layout root holdin
 epochs = None  # None: the preset's (demo: 8; paper: 100)
 batch_size = None  # None: the preset's (demo: 128; paper_512T: 256)
 device = "cpu"  # "cuda" for the paper's presets
+fast = None  # None: the speed settings that pay on this device (CUDA: bf16 autocast, fused AdamW, compiled rectifier; CPU: none)
 output_dir = None  # None: runs/05_train_<preset>
 seed = 42
 num_eval_images = 256  # held-out images for PSNR / SSIM (/ LPIPS / rFID) and the figure
@@ -60,11 +61,12 @@ from revq_core.model import ReVQ
 from revq_core.pipeline import evaluate_tokenizer, format_results, load_vae_for, prepare_data, reconstruct_images
 from revq_core.plots import image_rows, plot_history, runs_dir, save_figure
 from revq_core.train import preset as make_preset
-from revq_core.train import train
+from revq_core.train import speed_settings, train
 
 torch.manual_seed(seed)
 overrides = {key: value for key, value in (("epochs", epochs), ("batch_size", batch_size)) if value is not None}
-config = make_preset(preset, device=device, seed=seed, **overrides)
+speed = speed_settings(device) if fast is not False else {}
+config = make_preset(preset, device=device, seed=seed, **speed, **overrides)
 output_dir = output_dir or str(runs_dir() / f"05_train_{preset}")
 print(f"preset {preset}: T = {config.tokens_per_image} tokens, K = {config.codes_per_group} codes per token, "
       f"{config.rectifier} rectifier {config.rectifier_width} x {config.rectifier_depth}, "

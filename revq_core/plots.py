@@ -5,14 +5,16 @@ places), so paths are anchored at the repository that holds this package.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def figures_dir() -> Path:
-    """``<repo>/figures``, created if missing."""
-    path = REPO_ROOT / "figures"
+    """``<repo>/figures`` (or ``$REVQ_FIGURES_DIR``: the test session sets it, so that notebooks run by
+    ``pytest --nbval`` leave the committed figures alone), created if missing."""
+    path = Path(os.environ.get("REVQ_FIGURES_DIR") or REPO_ROOT / "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -64,7 +64,9 @@ class TrainConfig:
     # speed settings (off by default: results then stay bit-identical; benchmarks/README.md has measurements)
     fused_adamw: bool = False  # torch's fused AdamW kernel (CPU and GPU); same maths, last-bit differences
     autocast_bf16: bool = False  # GPU: bf16 autocast of the rectifier and losses; the code search stays float32
-    compile_rectifier: bool = False  # GPU: torch.compile the rectifier (nn.Module.compile; state-dict keys unchanged)
+    # GPU: torch.compile the rectifier (nn.Module.compile; state-dict keys unchanged); True: the default
+    # mode, or a mode name ("reduce-overhead": CUDA graphs, measured fastest on an H100)
+    compile_rectifier: bool | str = False
 
     def recipe_dict(self) -> dict:
         """Fields that define the result (everything but the machine and speed settings)."""
@@ -100,6 +102,16 @@ def preset(name: str, **overrides) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}.")
     return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def speed_settings(device: str) -> dict:
+    """The speed settings that pay on ``device`` (TrainConfig overrides): on CUDA bf16 autocast, fused
+    AdamW and the rectifier compiled with CUDA graphs (measured 2.7x revq's fp32 step on an H100,
+    benchmarks/README.md); none on the CPU, where results then stay bit-identical and compiling costs
+    minutes. Use as ``preset("paper_512T", device="cuda", **speed_settings("cuda"))``."""
+    if not str(device).startswith("cuda"):
+        return {}
+    return {"fused_adamw": True, "autocast_bf16": True, "compile_rectifier": "reduce-overhead"}
 
 
 def build_model(config: TrainConfig, vae: str | None = None) -> ReVQ:
@@ -178,7 +190,8 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     else:
         _init_codebook(model, config, train_latents, device)
     if config.compile_rectifier:
-        model.rectifier.compile()
+        mode = config.compile_rectifier if isinstance(config.compile_rectifier, str) else None
+        model.rectifier.compile(mode=mode)
     step_model = distributed.wrap_model(model, device)  # DDP over ranks; the model itself on one
 
     last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
@@ -431,12 +444,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     parser.add_argument("--fused-adamw", action="store_true", help="fused AdamW kernel (last-bit differences)")
     parser.add_argument("--autocast-bf16", action="store_true", help="bf16 autocast of the rectifier (GPU)")
-    parser.add_argument("--compile-rectifier", action="store_true", help="torch.compile the rectifier (GPU)")
+    parser.add_argument("--compile-rectifier", nargs="?", const=True, default=False, metavar="MODE",
+                        help="torch.compile the rectifier (GPU); optionally a mode, e.g. reduce-overhead")
+    parser.add_argument("--fast", action="store_true",
+                        help="the speed settings that pay on --device (CUDA: all three above; CPU: none)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                                 ("seed", args.seed)) if value is not None}
-    overrides.update({name: True for name in ("fused_adamw", "autocast_bf16", "compile_rectifier") if getattr(args, name)})
+    overrides.update({name: True for name in ("fused_adamw", "autocast_bf16") if getattr(args, name)})
+    if args.compile_rectifier:
+        overrides["compile_rectifier"] = args.compile_rectifier
     device = distributed.init_from_env(args.device)  # torchrun: join the group, cuda:LOCAL_RANK per rank
+    if args.fast:
+        overrides = {**speed_settings(device), **overrides}
     config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
     from .latent_cache import latent_cache_statistics
     from .latents import embedded_latents

@@ -85,3 +85,19 @@ def test_evaluation_reports_psnr_ssim_and_says_why_lpips_rfid_are_missing(tiny_v
     table = format_results(results)
     assert table.splitlines()[0].split() == ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
     assert table.splitlines()[1].startswith("vae") and table.splitlines()[2].startswith("revq")
+
+
+def test_figures_go_where_the_environment_says(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from revq_core.plots import REPO_ROOT, figures_dir, save_figure
+
+    monkeypatch.setenv("REVQ_FIGURES_DIR", str(tmp_path / "figs"))
+    figure = plt.figure()
+    assert save_figure(figure, "check") == tmp_path / "figs" / "check.png" and (tmp_path / "figs" / "check.png").is_file()
+    plt.close(figure)
+    monkeypatch.delenv("REVQ_FIGURES_DIR")
+    assert figures_dir() == REPO_ROOT / "figures"

@@ -29,3 +29,13 @@ def test_code_search_stays_float32_under_autocast():
 def test_bf16_autocast_trains():
     _, history = train(preset("tiny", epochs=2, autocast_bf16=True), _latents(64, 0), _latents(16, 1), progress=False)
     assert history.val_mse[-1] < history.val_mse[0]
+
+
+def test_speed_settings_per_device():
+    from revq_core.train import TrainConfig, speed_settings
+
+    assert speed_settings("cpu") == {}  # the CPU keeps bit-identical results
+    cuda = speed_settings("cuda:0")
+    assert cuda["compile_rectifier"] == "reduce-overhead" and cuda["autocast_bf16"] and cuda["fused_adamw"]
+    config = preset("paper_512T", device="cuda", **cuda)
+    assert isinstance(config, TrainConfig) and config.recipe_dict() == preset("paper_512T").recipe_dict()
