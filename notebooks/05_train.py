@@ -147,7 +147,7 @@ for note in notes:
 # %%
 model_dir = f"{output_dir}/model"
 model.save_pretrained(model_dir)
-reloaded = ReVQ.from_pretrained(model_dir).attach_vae(frozen_vae)
+reloaded = ReVQ.from_pretrained(model_dir).to(device).attach_vae(frozen_vae)
 print("reloaded tokenizer gives the same token ids:", torch.equal(reloaded.encode_images(shown), codes))
 
 # %% [markdown]
