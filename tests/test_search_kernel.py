@@ -60,3 +60,27 @@ def test_kernel_declines_what_it_does_not_handle():
     wide = torch.randn(1, 2, 65), torch.randn(1, 8, 65)
     assert best_two_codes(*wide) is None
     assert torch.equal(nearest_codes(*wide), _brute_force(*wide))  # matmul form takes over
+
+
+@pytest.mark.parametrize("codes,code_dim", [(40000, 4), (5000, 64), (2100, 64)])
+def test_large_codebooks_far_apart_duplicates_and_late_winners(codes, code_dim):
+    """Large K on the per-group path: the best code can sit near the end of the codebook, and a
+    duplicate of an early code at the very end never takes its place."""
+    generator = torch.Generator().manual_seed(codes + code_dim)
+    groups, rows = 8, 10  # 8 >= 4 x threads: each thread takes whole groups
+    tokens = torch.randn(groups, rows, code_dim, generator=generator)
+    codebook = torch.randn(groups, codes, code_dim, generator=generator)
+    codebook[:, codes - 1] = codebook[:, 3]  # the same code in the first and the last chunk
+    tokens[:, 0] = codebook[:, 3]
+    codebook[:, codes - 5] = tokens[:, 1] + 1e-4  # nearest code of row 1 in the last chunk
+    best, ids, runner_up, _ = best_two_codes(tokens, codebook)
+    expected = _brute_force(tokens, codebook)
+    assert torch.equal(nearest_codes(tokens, codebook), expected)
+    assert ids[:, 1].tolist() == [codes - 5] * groups and expected[:, 0].tolist() == [3] * groups
+    # the float32 kernel may order the two duplicates either way (vector vs tail loop): its runner-up
+    # must then be within rounding of its best, which sends the row to the exact float64 re-rank
+    assert set(ids[:, 0].tolist()) <= {3, codes - 1}
+    assert bool(((runner_up[:, 0] - best[:, 0]).abs() <= 1e-5 * (1 + best[:, 0].abs())).all())
+    norms = codebook.pow(2).sum(-1)
+    dense = (norms[:, None, :] - 2 * tokens @ codebook.transpose(1, 2)).double()
+    assert torch.allclose(runner_up.double(), dense.scatter(-1, expected[..., None], float("inf")).amin(-1), atol=1e-4)
