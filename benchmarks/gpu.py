@@ -146,15 +146,15 @@ def time_quantizer(config: str, batch: int, rounds: int, rates: dict) -> dict:
 
 
 def time_search_tiles(config: str, batch: int, rounds: int = 5) -> dict:
-    """The fused search alone (G, B, D tokens) for a few tiles (block_rows, block_codes, num_warps): median ms."""
+    """The fused search alone (G, B, D tokens) for its default tile (None) and a few others
+    (block_rows, block_codes, num_warps): median ms."""
     groups, codes_per_group, code_dim, _ = CONFIGS[config]
     tokens = torch.randn(groups, batch, code_dim, device=DEVICE)
     codebook = torch.randn(groups, codes_per_group, code_dim, device=DEVICE)
     results = {}
-    for tile in [(None, None, 4), (16, 64, 4), (32, 32, 4), (32, 64, 2), (32, 128, 4), (64, 64, 4), (64, 64, 8),
-                 (64, 128, 8)]:
-        search = lambda: gpu_search.best_two_codes(tokens, codebook, block_rows=tile[0], block_codes=tile[1],
-                                                   num_warps=tile[2])
+    for tile in [None, (16, 64, 4), (32, 32, 4), (32, 64, 2), (32, 128, 4), (64, 64, 4), (64, 64, 8), (64, 128, 8)]:
+        tile_arguments = {} if tile is None else dict(zip(("block_rows", "block_codes", "num_warps"), tile))
+        search = lambda: gpu_search.best_two_codes(tokens, codebook, **tile_arguments)
         try:
             search()
             results[str(tile)] = 1e3 * statistics.median(synchronized_seconds(search)[0] for _ in range(rounds))
@@ -184,7 +184,7 @@ def time_train_step(batch: int, rounds: int, compile_rectifier: bool) -> dict:
     if compile_rectifier:
         for name, mode in [("bf16+fused+compile", True), ("bf16+fused+compile(reduce-overhead)", "reduce-overhead")]:
             contenders[name] = RevqStep(preset("paper_512T", batch_size=batch, device=DEVICE, fused_adamw=True,
-                                               autocast_bf16=True), compile_rectifier=mode)
+                                               autocast_bf16=True, compile_rectifier=mode))
     first_losses, warm_up_s, failed = {}, {}, {}
     for name, step in list(contenders.items()):  # first steps (Adam state, compile): untimed
         try:

@@ -38,21 +38,20 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.reset import CodeUsage  # noqa: E402
-from revq_core.train import _optimizer_and_scheduler, build_model, optimizer_step, preset  # noqa: E402
+from revq_core.train import _optimizer_and_scheduler, build_model, compile_rectifier, optimizer_step, preset  # noqa: E402
 
 
 class RevqStep:
     """revq_core's training step on a normalized latent batch (B, 32, 8, 8)."""
 
-    def __init__(self, config, compile_rectifier: bool | str = False):
+    def __init__(self, config):
         torch.manual_seed(0)
         self.config = config
         self.model = build_model(config)
         with torch.no_grad():
             self.model.quantizer.codebook.normal_(generator=torch.Generator().manual_seed(1))
         self.model.to(config.device)
-        if compile_rectifier:  # True: torch.compile's default mode; a string: that mode
-            self.model.rectifier.compile(**({"mode": compile_rectifier} if isinstance(compile_rectifier, str) else {}))
+        compile_rectifier(self.model, config)  # as train() does, if config.compile_rectifier asks
         self.optimizer, _ = _optimizer_and_scheduler(self.model, config)
         self.usage = CodeUsage(self.model.quantizer.num_groups, config.codes_per_group,
                                self.model.quantizer.group_of_token)

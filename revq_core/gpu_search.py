@@ -77,15 +77,15 @@ def kernel_enabled() -> bool:
 
 
 def best_two_codes(tokens: torch.Tensor, codes: torch.Tensor, interpret: bool = False,
-                   block_rows: int | None = None, block_codes: int | None = None, num_warps: int = 4):
+                   block_rows: int = 16, block_codes: int | None = None, num_warps: int = 4):
     """Best score, its code id and the runner-up score for every token, or None when not applicable.
 
     Args:
         tokens: (G, N, D) float32 CUDA tokens.
         codes: (G, K, D) float32 CUDA codebook.
         interpret: allow CPU tensors (for Triton's interpreter, ``TRITON_INTERPRET=1``; tests only).
-        block_rows, block_codes, num_warps: the tile (powers of two; None: the defaults measured
-            fastest on an H100 by ``benchmarks/gpu.py``).
+        block_rows, block_codes, num_warps: the tile (powers of two; the defaults, 16 rows and 64
+            codes at D <= 16, were measured fastest on an H100 by ``benchmarks/gpu.py``).
     Returns:
         (best (G, N) float32, best_ids (G, N) int64, runner_up (G, N) float32, largest_sq_norm (G,)
         float32), scores being ``||c||^2 - 2 x.c`` and largest_sq_norm each group's max ``||c||^2``;
@@ -103,8 +103,6 @@ def best_two_codes(tokens: torch.Tensor, codes: torch.Tensor, interpret: bool = 
     best = torch.empty(num_groups, num_rows, dtype=torch.float32, device=tokens.device)
     runner_up = torch.empty_like(best)
     best_ids = torch.empty(num_groups, num_rows, dtype=torch.long, device=tokens.device)
-    if block_rows is None:
-        block_rows = 16  # measured fastest on an H100 at 512T and 256T-65k (benchmarks/gpu.py)
     if block_codes is None:
         block_codes = 64 if code_dim <= 16 else 32  # three (rows, codes) accumulators stay in registers
     grid = (triton.cdiv(num_rows, block_rows), num_groups)

@@ -114,6 +114,14 @@ def speed_settings(device: str) -> dict:
     return {"fused_adamw": True, "autocast_bf16": True, "compile_rectifier": "reduce-overhead"}
 
 
+def compile_rectifier(model: ReVQ, config: TrainConfig) -> None:
+    """``torch.compile`` the model's rectifier in place as ``config.compile_rectifier`` says: False
+    leaves it, True uses the default mode, a string is the mode (state-dict keys stay unchanged)."""
+    if config.compile_rectifier:
+        mode = config.compile_rectifier if isinstance(config.compile_rectifier, str) else None
+        model.rectifier.compile(mode=mode)
+
+
 def build_model(config: TrainConfig, vae: str | None = None) -> ReVQ:
     """An untrained ReVQ with the configuration's architecture."""
     return ReVQ(latent_shape=tuple(config.latent_shape), tokens_per_image=config.tokens_per_image,
@@ -189,9 +197,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
         start_epoch = _restore(checkpoint_path, config, model, optimizer, scheduler, history)
     else:
         _init_codebook(model, config, train_latents, device)
-    if config.compile_rectifier:
-        mode = config.compile_rectifier if isinstance(config.compile_rectifier, str) else None
-        model.rectifier.compile(mode=mode)
+    compile_rectifier(model, config)
     step_model = distributed.wrap_model(model, device)  # DDP over ranks; the model itself on one
 
     last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
