@@ -6,7 +6,15 @@ dimension of 4 runs far below the machine's matmul rate. This kernel computes ea
 ``||c||^2 - 2 x.c`` in registers and keeps, per token, the best score, its code id and the
 runner-up score, so nothing of size K is ever stored. ``search.nearest_codes`` turns the runner-up
 into its exactness check (rows whose runner-up is within the float32 error bound are re-ranked in
-float64), so the result is still exactly the brute-force argmin.
+float64 by ``exact_nearest_codes``), so the result is still exactly the brute-force argmin.
+
+How it is fast (benchmarks/README.md has the measurements):
+- codes are scored 16 at a time (one vector) for 8 tokens sharing each load of codes;
+- the hot loop keeps only a running minimum per token over a chunk of 128 codes; the chunk is
+  scored again with full best / id / runner-up bookkeeping only when that minimum beats the token's
+  runner-up so far, which becomes rare after the first chunks (about 2 ln(K / 128) times per token);
+- each group's codebook is transposed once to (D, K) and scanned in L1-sized tiles, every tile by
+  all tokens of the group in turn, so the codes stream from memory once per group.
 
 The kernel is C++ built once with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler
 and ninja; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default ~/.cache/torch_extensions).
@@ -24,104 +32,199 @@ import torch
 _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <limits>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
-constexpr int64_t kLanes = 16;  // codes scored side by side (vectorised by the compiler)
-constexpr int64_t kRows = 4;    // tokens sharing each load of codes
+// 16 codes side by side in one vector (GCC/Clang vector extensions: AVX-512, two AVX2 halves, or SSE).
+typedef float Vec __attribute__((vector_size(64)));
+typedef float UnalignedVec __attribute__((vector_size(64), aligned(4)));
+constexpr int64_t kLanes = 16;
+constexpr int64_t kVectorsPerChunk = 8;                   // the runner-up is checked once per 128 codes
+constexpr int64_t kChunk = kLanes * kVectorsPerChunk;
+constexpr int64_t kRows = 8;                              // tokens sharing each load of codes
+constexpr int64_t kTileFloats = 8 * 1024;                 // codes scanned by all row blocks in turn (L1-sized)
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// Scores of tokens [row0, row0 + rows) of group g against all K codes; keeps best, its id, runner-up.
-// kDim > 0: the code dimension known at compile time (loops unrolled); kDim == 0: ``dim`` at run time.
+inline Vec load(const float* address) { return *reinterpret_cast<const UnalignedVec*>(address); }
+
+inline bool any_below(Vec values, float threshold) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask(reinterpret_cast<__m512&>(values), _mm512_set1_ps(threshold), _CMP_LT_OQ) != 0;
+#else
+  float smallest = values[0];
+  for (int64_t lane = 1; lane < kLanes; ++lane) smallest = std::min(smallest, values[lane]);
+  return smallest < threshold;
+#endif
+}
+
+// Folds 16 scores of codes code, code + 1, ... into a row's best, runner-up and best id, in id order
+// (a tie keeps the lower id). Only lanes below the runner-up can change anything.
+inline void update_best_two(Vec score, int64_t code, float& best, float& second, int64_t& best_id) {
+#if defined(__AVX512F__)
+  const __m512 values = reinterpret_cast<__m512&>(score);
+  uint32_t lanes = _mm512_cmp_ps_mask(values, _mm512_set1_ps(second), _CMP_LT_OQ);
+  while (lanes) {
+    const int lane = __builtin_ctz(lanes);
+    const float value = score[lane];
+    if (value < best) { second = best; best = value; best_id = code + lane; }
+    else second = value;
+    lanes &= lanes - 1;
+    lanes &= _mm512_cmp_ps_mask(values, _mm512_set1_ps(second), _CMP_LT_OQ);
+  }
+#else
+  for (int64_t lane = 0; lane < kLanes; ++lane) {
+    const float value = score[lane];
+    if (value < second) {
+      if (value < best) { second = best; best = value; best_id = code + lane; }
+      else second = value;
+    }
+  }
+#endif
+}
+
+// Scores ||c||^2 - 2 x.c of one token (scaled = -2x, D numbers) against 16 codes starting at ``code``
+// of a transposed codebook (D rows of ``stride`` numbers, then the squared norms).
 template <int64_t kDim>
-void search_block(const float* x, const float* codes_t, const float* sq_norms, int64_t rows, int64_t runtime_dim,
-                  int64_t num_codes, float* best_out, int64_t* id_out, float* second_out) {
+inline Vec scores(const float* scaled, const float* codes_t, const float* sq_norms, int64_t stride, int64_t code,
+                  int64_t runtime_dim) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
-  const float inf = std::numeric_limits<float>::infinity();
-  float scaled[kRows][64];
-  float best[kRows][kLanes], second[kRows][kLanes];
-  int32_t best_id[kRows][kLanes];
-  for (int64_t r = 0; r < kRows; ++r) {
-    for (int64_t d = 0; d < dim; ++d) scaled[r][d] = 0.0f;  // rows past the end score zeros, unused
-    for (int64_t l = 0; l < kLanes; ++l) { best[r][l] = inf; second[r][l] = inf; best_id[r][l] = 0; }
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t d = 0; d < dim; ++d) scaled[r][d] = -2.0f * x[r * dim + d];
-  }
-  const int64_t full = num_codes - num_codes % kLanes;
-  for (int64_t k0 = 0; k0 < full; k0 += kLanes) {
-    for (int64_t r = 0; r < kRows; ++r) {
-      float score[kLanes];
-      for (int64_t l = 0; l < kLanes; ++l) score[l] = sq_norms[k0 + l];
-      for (int64_t d = 0; d < dim; ++d) {
-        const float xd = scaled[r][d];
-        const float* cd = codes_t + d * num_codes + k0;
-        for (int64_t l = 0; l < kLanes; ++l) score[l] += xd * cd[l];
-      }
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const float s = score[l], b = best[r][l];
-        second[r][l] = std::min(second[r][l], std::max(s, b));
-        best_id[r][l] = s < b ? static_cast<int32_t>(k0 + l) : best_id[r][l];  // strict: earlier id kept
-        best[r][l] = std::min(s, b);
+  Vec score = load(sq_norms + code);
+  for (int64_t d = 0; d < dim; ++d) score += scaled[d] * load(codes_t + d * stride + code);
+  return score;
+}
+
+// Codes [begin, end) (multiples of kChunk) against rows [0, rows) of a block of kRows scaled tokens.
+// best/second/best_id: each row's best score so far, its id, the runner-up. The hot loop keeps only each
+// chunk's minimum; a chunk is re-scored with full bookkeeping when it holds a score below the runner-up,
+// i.e. rarely once a few chunks are seen (a chunk is visited in increasing id order: ties keep the lowest id).
+template <int64_t kDim>
+void scan_block(const float* scaled, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
+                int64_t begin, int64_t end, int64_t first_id, int64_t runtime_dim, float* best, float* second,
+                int64_t* best_id) {
+  const int64_t dim = kDim > 0 ? kDim : runtime_dim;
+  for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
+    Vec chunk_min[kRows];
+    for (int64_t r = 0; r < kRows; ++r) chunk_min[r] = kInf - Vec{};
+    for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
+      for (int64_t r = 0; r < kRows; ++r) {
+        const Vec score = scores<kDim>(scaled + r * dim, codes_t, sq_norms, stride, chunk + v * kLanes, dim);
+        chunk_min[r] = score < chunk_min[r] ? score : chunk_min[r];
       }
     }
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    float b = inf, s2 = inf;
-    int64_t id = 0;
-    for (int64_t l = 0; l < kLanes; ++l) {  // lanes hold ids l, l + 16, ...: merge by (score, id)
-      const float v = best[r][l];
-      if (v < b || (v == b && best_id[r][l] < id)) { s2 = std::min(s2, b); b = v; id = best_id[r][l]; }
-      else { s2 = std::min(s2, v); }
-      s2 = std::min(s2, second[r][l]);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (!any_below(chunk_min[r], second[r])) continue;
+      for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
+        const int64_t code = chunk + v * kLanes;
+        const Vec score = scores<kDim>(scaled + r * dim, codes_t, sq_norms, stride, code, dim);
+        update_best_two(score, first_id + code, best[r], second[r], best_id[r]);
+      }
     }
-    for (int64_t k = full; k < num_codes; ++k) {  // the last K % 16 codes
-      float v = sq_norms[k];
-      for (int64_t d = 0; d < dim; ++d) v += scaled[r][d] * codes_t[d * num_codes + k];
-      if (v < b) { s2 = b; b = v; id = k; } else { s2 = std::min(s2, v); }
-    }
-    best_out[r] = b; id_out[r] = id; second_out[r] = s2;
   }
 }
 
-// Codes (K, D) of one group -> codes_t (D, K) and squared norms (K,); returns the largest norm.
-float prepare_group(const float* codes, int64_t dim, int64_t num_codes, float* codes_t, float* sq_norms) {
-  float largest = 0.0f;
+// Codes (K, D) of one group -> codes_t (D, stride) and squared norms (stride,), padded to ``stride`` with
+// zero codes of infinite norm (their scores are +inf: never best). Returns the largest real ||c||^2.
+template <int64_t kDim>
+float prepare_group(const float* __restrict codes, int64_t runtime_dim, int64_t num_codes, int64_t stride,
+                    float* __restrict codes_t, float* __restrict sq_norms) {
+  const int64_t dim = kDim > 0 ? kDim : runtime_dim;
   for (int64_t k = 0; k < num_codes; ++k) {
-    float norm = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) codes_t[d * stride + k] = codes[k * dim + d];
+  }
+  for (int64_t d = 0; d < dim; ++d) std::fill(codes_t + d * stride + num_codes, codes_t + (d + 1) * stride, 0.0f);
+  Vec largest = Vec{};
+  for (int64_t k = 0; k < stride; k += kLanes) {  // stride is a multiple of kChunk
+    Vec norm = Vec{};
     for (int64_t d = 0; d < dim; ++d) {
-      const float value = codes[k * dim + d];
-      codes_t[d * num_codes + k] = value;
+      const Vec value = load(codes_t + d * stride + k);
       norm += value * value;
     }
-    sq_norms[k] = norm;
-    largest = std::max(largest, norm);
+    *reinterpret_cast<UnalignedVec*>(sq_norms + k) = norm;
+    largest = norm > largest ? norm : largest;  // padded codes are zeros: norm 0
+  }
+  std::fill(sq_norms + num_codes, sq_norms + stride, kInf);
+  float result = 0.0f;
+  for (int64_t lane = 0; lane < kLanes; ++lane) result = std::max(result, largest[lane]);
+  return result;
+}
+
+// Rows [0, rows) of one group (tokens x: rows x D) against codes [0, stride) of a prepared codebook whose
+// first code has id ``first_id``; folds them into the rows' best, id and runner-up. The codes are scanned in
+// L1-sized tiles, each tile by all blocks of rows in turn.
+template <int64_t kDim>
+void scan_rows(const float* x, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
+               int64_t first_id, int64_t runtime_dim, float* best, int64_t* best_id, float* second) {
+  const int64_t dim = kDim > 0 ? kDim : runtime_dim;
+  const int64_t tile = std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk);
+  float scaled[kRows * 64];
+  for (int64_t begin = 0; begin < stride; begin += tile) {
+    const int64_t end = std::min(stride, begin + tile);
+    for (int64_t row0 = 0; row0 < rows; row0 += kRows) {
+      const int64_t block_rows = std::min(kRows, rows - row0);
+      std::fill(scaled, scaled + kRows * dim, 0.0f);  // rows past the end score zeros, unused
+      for (int64_t i = 0; i < block_rows * dim; ++i) scaled[i] = -2.0f * x[row0 * dim + i];
+      scan_block<kDim>(scaled, block_rows, codes_t, sq_norms, stride, begin, end, first_id, dim, best + row0,
+                       second + row0, best_id + row0);
+    }
+  }
+}
+
+void start_rows(int64_t rows, float* best, int64_t* best_id, float* second) {
+  for (int64_t r = 0; r < rows; ++r) { best[r] = kInf; second[r] = kInf; best_id[r] = 0; }
+}
+
+// All rows of one group against its codebook (K, D), prepared and scanned one L1-sized tile at a time so
+// the codes are read from memory once; ``buffer`` holds a tile's (D + 1) x tile numbers. Returns max ||c||^2.
+template <int64_t kDim>
+float search_group(const float* x, int64_t rows, const float* codes, int64_t num_codes, int64_t runtime_dim,
+                   float* buffer, float* best, int64_t* best_id, float* second) {
+  const int64_t dim = kDim > 0 ? kDim : runtime_dim;
+  const int64_t tile = std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk);
+  start_rows(rows, best, best_id, second);
+  float largest = 0.0f;
+  for (int64_t first = 0; first < num_codes; first += tile) {
+    const int64_t count = std::min(tile, num_codes - first);
+    const int64_t padded = (count + kChunk - 1) / kChunk * kChunk;
+    largest = std::max(largest, prepare_group<kDim>(codes + first * dim, dim, count, padded, buffer,
+                                                     buffer + dim * padded));
+    scan_rows<kDim>(x, rows, buffer, buffer + dim * padded, padded, first, dim, best, best_id, second);
   }
   return largest;
 }
 
-void search_rows(const float* x, const float* codes_t, const float* sq_norms, int64_t rows, int64_t dim,
-                 int64_t num_codes, float* best_out, int64_t* id_out, float* second_out) {
+struct Dispatch {
+  float (*prepare)(const float*, int64_t, int64_t, int64_t, float*, float*);
+  void (*scan)(const float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, float*, int64_t*,
+               float*);
+  float (*search_group)(const float*, int64_t, const float*, int64_t, int64_t, float*, float*, int64_t*, float*);
+};
+
+Dispatch dispatch(int64_t dim) {
   switch (dim) {
-    case 4: search_block<4>(x, codes_t, sq_norms, rows, dim, num_codes, best_out, id_out, second_out); break;
-    case 8: search_block<8>(x, codes_t, sq_norms, rows, dim, num_codes, best_out, id_out, second_out); break;
-    case 16: search_block<16>(x, codes_t, sq_norms, rows, dim, num_codes, best_out, id_out, second_out); break;
-    default: search_block<0>(x, codes_t, sq_norms, rows, dim, num_codes, best_out, id_out, second_out);
+    case 4: return {prepare_group<4>, scan_rows<4>, search_group<4>};
+    case 8: return {prepare_group<8>, scan_rows<8>, search_group<8>};
+    case 16: return {prepare_group<16>, scan_rows<16>, search_group<16>};
+    default: return {prepare_group<0>, scan_rows<0>, search_group<0>};
   }
 }
 }  // namespace
 
 // tokens (G, N, D), codes (G, K, D): float32, contiguous.
 // Returns best score (G, N), best code id (G, N) int64, runner-up score (G, N), largest ||c||^2 (G,).
-// Scores are ||c||^2 - 2 x.c. Many groups: threads take whole groups, each transposing its codebook
-// into a cache-sized buffer; few groups: all codebooks are prepared first and threads split the rows.
+// Scores are ||c||^2 - 2 x.c. Many groups: threads take whole groups, each preparing its codebook one
+// cache-sized tile at a time; few groups: all codebooks are prepared first and threads split the rows.
 std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes) {
   TORCH_CHECK(tokens.dim() == 3 && codes.dim() == 3, "tokens (G, N, D) and codes (G, K, D) expected");
   TORCH_CHECK(tokens.scalar_type() == torch::kFloat && codes.scalar_type() == torch::kFloat, "float32 only");
   TORCH_CHECK(tokens.is_contiguous() && codes.is_contiguous(), "contiguous tensors only");
   const int64_t groups = tokens.size(0), rows = tokens.size(1), dim = tokens.size(2), num_codes = codes.size(1);
   TORCH_CHECK(dim <= 64 && codes.size(2) == dim && codes.size(0) == groups, "shape mismatch or D > 64");
-  TORCH_CHECK(num_codes >= 1 && num_codes < (int64_t(1) << 31), "K out of range");
+  TORCH_CHECK(num_codes >= 1 && num_codes < (int64_t(1) << 40), "K out of range");
   auto best = torch::empty({groups, rows}, tokens.options());
   auto second = torch::empty({groups, rows}, tokens.options());
   auto ids = torch::empty({groups, rows}, tokens.options().dtype(torch::kLong));
@@ -132,36 +235,74 @@ std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes) {
   float* second_p = second.data_ptr<float>();
   int64_t* ids_p = ids.data_ptr<int64_t>();
   float* largest_p = largest.data_ptr<float>();
-  const int64_t blocks_per_group = (rows + kRows - 1) / kRows;
-  if (groups >= 4 * at::get_num_threads()) {
+  const int64_t stride = (num_codes + kChunk - 1) / kChunk * kChunk;
+  const Dispatch kernels = dispatch(dim);
+  if (groups >= 2 * at::get_num_threads()) {
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> codes_t(dim * num_codes), sq_norms(num_codes);
-      for (int64_t g = begin; g < end; ++g) {
-        largest_p[g] = prepare_group(c + g * num_codes * dim, dim, num_codes, codes_t.data(), sq_norms.data());
-        for (int64_t row0 = 0; row0 < rows; row0 += kRows) {
-          const int64_t out = g * rows + row0;
-          search_rows(x + out * dim, codes_t.data(), sq_norms.data(), std::min(kRows, rows - row0), dim, num_codes,
-                      best_p + out, ids_p + out, second_p + out);
-        }
-      }
+      std::vector<float> buffer((dim + 1) * std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk));
+      for (int64_t g = begin; g < end; ++g)
+        largest_p[g] = kernels.search_group(x + g * rows * dim, rows, c + g * num_codes * dim, num_codes, dim,
+                                            buffer.data(), best_p + g * rows, ids_p + g * rows, second_p + g * rows);
     });
   } else {
-    std::vector<float> codes_t(groups * dim * num_codes), sq_norms(groups * num_codes);
+    std::vector<float> codes_t(groups * dim * stride), sq_norms(groups * stride);
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g)
-        largest_p[g] = prepare_group(c + g * num_codes * dim, dim, num_codes, codes_t.data() + g * dim * num_codes,
-                                     sq_norms.data() + g * num_codes);
+        largest_p[g] = kernels.prepare(c + g * num_codes * dim, dim, num_codes, stride,
+                                       codes_t.data() + g * dim * stride, sq_norms.data() + g * stride);
     });
-    at::parallel_for(0, groups * blocks_per_group, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t block = begin; block < end; ++block) {
-        const int64_t g = block / blocks_per_group, row0 = (block % blocks_per_group) * kRows;
+    const int64_t rows_per_item = 64;
+    const int64_t items_per_group = (rows + rows_per_item - 1) / rows_per_item;
+    at::parallel_for(0, groups * items_per_group, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t g = item / items_per_group, row0 = (item % items_per_group) * rows_per_item;
         const int64_t out = g * rows + row0;
-        search_rows(x + out * dim, codes_t.data() + g * dim * num_codes, sq_norms.data() + g * num_codes,
-                    std::min(kRows, rows - row0), dim, num_codes, best_p + out, ids_p + out, second_p + out);
+        const int64_t item_rows = std::min(rows_per_item, rows - row0);
+        start_rows(item_rows, best_p + out, ids_p + out, second_p + out);
+        kernels.scan(x + out * dim, item_rows, codes_t.data() + g * dim * stride, sq_norms.data() + g * stride,
+                     stride, 0, dim, best_p + out, ids_p + out, second_p + out);
       }
     });
   }
   return {best, ids, second, largest};
+}
+
+// Exact float64 nearest code for selected tokens: tokens (A, D) float32, codes (G, K, D) float32,
+// groups (A,) int64 (the codebook of each token). Returns (A,) int64 ids, the first minimum of
+// sum_d (x_d - c_d)^2 computed in float64 (ties go to the lowest index).
+torch::Tensor exact_nearest(torch::Tensor tokens, torch::Tensor codes, torch::Tensor groups) {
+  TORCH_CHECK(tokens.dim() == 2 && codes.dim() == 3 && groups.dim() == 1 && groups.size(0) == tokens.size(0),
+              "tokens (A, D), codes (G, K, D) and groups (A,) expected");
+  TORCH_CHECK(tokens.scalar_type() == torch::kFloat && codes.scalar_type() == torch::kFloat &&
+              groups.scalar_type() == torch::kLong, "float32 tokens and codes, int64 groups expected");
+  TORCH_CHECK(tokens.is_contiguous() && codes.is_contiguous() && groups.is_contiguous(), "contiguous tensors only");
+  TORCH_CHECK(tokens.size(1) == codes.size(2), "tokens and codes differ in D");
+  const int64_t count = tokens.size(0), dim = tokens.size(1), num_codes = codes.size(1), num_groups = codes.size(0);
+  auto ids = torch::empty({count}, groups.options());
+  const float* x = tokens.data_ptr<float>();
+  const float* c = codes.data_ptr<float>();
+  const int64_t* group_p = groups.data_ptr<int64_t>();
+  int64_t* ids_p = ids.data_ptr<int64_t>();
+  for (int64_t a = 0; a < count; ++a) TORCH_CHECK(group_p[a] >= 0 && group_p[a] < num_groups, "group out of range");
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> token(dim);
+    for (int64_t a = begin; a < end; ++a) {
+      for (int64_t d = 0; d < dim; ++d) token[d] = x[a * dim + d];
+      const float* book = c + group_p[a] * num_codes * dim;
+      double best = std::numeric_limits<double>::infinity();
+      int64_t best_id = 0;
+      for (int64_t k = 0; k < num_codes; ++k) {
+        double distance = 0.0;
+        for (int64_t d = 0; d < dim; ++d) {
+          const double difference = token[d] - static_cast<double>(book[k * dim + d]);
+          distance += difference * difference;
+        }
+        if (distance < best) { best = distance; best_id = k; }
+      }
+      ids_p[a] = best_id;
+    }
+  });
+  return ids;
 }
 """
 
@@ -181,8 +322,8 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v6", cpp_sources=[_SOURCE], functions=["best_two"],
-                                      extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                _module = load_inline(name="revq_cpu_search_v11", cpp_sources=[_SOURCE],
+                                      functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
                 _failed = True
@@ -217,3 +358,19 @@ def best_two_codes(tokens: torch.Tensor, codes: torch.Tensor):
             or not kernel_enabled()):
         return None
     return tuple(_module.best_two(tokens.contiguous(), codes.contiguous()))
+
+
+def exact_nearest_codes(tokens: torch.Tensor, codes: torch.Tensor, group_ids: torch.Tensor):
+    """Float64 nearest code (first minimum of the squared difference) for selected tokens, or None.
+
+    Args:
+        tokens: (A, D) float32 CPU tokens.
+        codes: (G, K, D) float32 CPU codebook.
+        group_ids: (A,) the codebook of each token.
+    Returns:
+        (A,) int64 code ids, or None where the kernel does not apply (as ``best_two_codes``).
+    """
+    if (tokens.device.type != "cpu" or codes.device.type != "cpu" or tokens.dtype != torch.float32
+            or codes.dtype != torch.float32 or not kernel_enabled()):
+        return None
+    return _module.exact_nearest(tokens.contiguous(), codes.contiguous(), group_ids.long().contiguous())

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from revq_core.cpu_search import best_two_codes, kernel_enabled
+from revq_core.cpu_search import best_two_codes, exact_nearest_codes, kernel_enabled
 from revq_core.search import nearest_codes
 
 pytestmark = pytest.mark.skipif(not kernel_enabled(), reason="the fused CPU kernel cannot be built here "
@@ -14,10 +14,12 @@ def _brute_force(tokens, codebook):
     return (tokens.double()[:, :, None, :] - codebook.double()[:, None]).pow(2).sum(-1).argmin(-1)
 
 
-# D = 4, 8, 16 take compiled fixed-size loops; others the generic loop. K % 16 and N % 4 leave tails.
+# D = 4, 8, 16 take compiled fixed-size loops; others the generic loop. K % 128 pads the last chunk, N % 8
+# leaves a partial block of rows; few groups (< 2 x threads) split rows into items of 64 across threads.
 @pytest.mark.parametrize("groups,rows,codes,code_dim", [(512, 6, 64, 4), (7, 13, 37, 4), (3, 5, 16, 8), (2, 9, 50, 16),
                                                         (4, 3, 5, 1), (2, 11, 33, 3), (1, 4, 100, 64), (3, 1, 1, 2),
-                                                        (64, 3, 20, 4), (40, 5, 17, 8)])  # last two: per-group path
+                                                        (64, 3, 20, 4), (40, 5, 17, 8), (1, 150, 300, 4),
+                                                        (3, 70, 1000, 8), (2, 9, 2000, 5)])
 def test_fast_path_equals_float64_brute_force_and_the_matmul_form(groups, rows, codes, code_dim):
     generator = torch.Generator().manual_seed(groups * 1000 + codes)
     tokens = torch.randn(groups, rows, code_dim, generator=generator)
@@ -84,3 +86,42 @@ def test_large_codebooks_far_apart_duplicates_and_late_winners(codes, code_dim):
     norms = codebook.pow(2).sum(-1)
     dense = (norms[:, None, :] - 2 * tokens @ codebook.transpose(1, 2)).double()
     assert torch.allclose(runner_up.double(), dense.scatter(-1, expected[..., None], float("inf")).amin(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize("groups,code_dim", [(1, 4), (8, 8), (3, 5)])
+def test_best_and_runner_up_over_many_chunks_match_dense_scores(groups, code_dim):
+    """K = 5000 spans 40 chunks of 128 codes over several cache tiles: the hot loop skips most chunks and
+    re-scores the few that hold a score below the runner-up; best, its id and the runner-up must still be
+    those of the dense score matrix."""
+    generator = torch.Generator().manual_seed(groups * 10 + code_dim)
+    tokens = torch.randn(groups, 37, code_dim, generator=generator)
+    codebook = torch.randn(groups, 5000, code_dim, generator=generator)
+    best, ids, runner_up, _ = best_two_codes(tokens, codebook)
+    norms = codebook.pow(2).sum(-1)
+    dense = (norms[:, None, :] - 2 * tokens @ codebook.transpose(1, 2)).double()  # (G, N, K)
+    assert torch.equal(ids, nearest_codes(tokens, codebook))
+    assert torch.allclose(best.double(), dense.amin(-1), atol=1e-4)
+    assert torch.allclose(runner_up.double(), dense.scatter(-1, ids[..., None], float("inf")).amin(-1), atol=1e-4)
+
+
+def test_ties_inside_one_vector_across_chunks_and_in_the_padding_go_to_the_lowest_index():
+    codebook = torch.randn(2, 300, 4)  # 300 = 2 chunks of 128 + 44 codes and 84 padded slots
+    for duplicate in (6, 7, 140, 299):  # same vector of 16, the next chunk, the last real code
+        codebook[:, duplicate] = codebook[:, 5]
+    tokens = torch.stack([codebook[:, 5], codebook[:, 299] + 1e-6, -codebook[:, 5]], dim=1)  # (2, 3, 4)
+    _, ids, runner_up, _ = best_two_codes(tokens, codebook)
+    assert ids[:, 0].tolist() == [5, 5]
+    assert torch.equal(nearest_codes(tokens, codebook), _brute_force(tokens, codebook))
+
+
+def test_exact_nearest_codes_equals_float64_brute_force():
+    generator = torch.Generator().manual_seed(11)
+    codebook = torch.randn(4, 777, 6, generator=generator)
+    group_ids = torch.tensor([3, 0, 0, 2, 1])
+    tokens = torch.randn(5, 6, generator=generator)
+    tokens[1] = codebook[0, 500]
+    codebook[0, 600] = codebook[0, 500]  # tie: the lower index
+    expected = (tokens.double()[:, None] - codebook[group_ids].double()).pow(2).sum(-1).argmin(-1)
+    found = exact_nearest_codes(tokens, codebook, group_ids)
+    assert torch.equal(found, expected) and found[1] == 500
+    assert exact_nearest_codes(tokens.double(), codebook.double(), group_ids) is None
