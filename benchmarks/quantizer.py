@@ -7,7 +7,9 @@ Usage (2-core CPU, a few minutes):
 For each configuration (G codebooks of K codes of dimension D, T = G tokens, batch B) one step is
     codes = nearest code of every token; q = codebook[codes]; loss = MSE(q, tokens); loss.backward()
 timed for both contenders in interleaved rounds (median reported), together with a 2048^3 matmul
-whose FLOP/s gives the lower bound FLOPs / rate, FLOPs = 2 * B * G * K * D (the score matmul).
+whose FLOP/s gives the lower bound FLOPs / rate, FLOPs = 2 * B * G * K * D (the score matmul), and
+a warm 256 MiB copy whose rate gives a memory floor: reading the (G, K, D) codebook once and writing
+its dense gradient once (the step cannot move less).
 The reference is the obvious code: per group ``torch.cdist`` + argmin + gather, processed in group
 chunks of bounded memory. When ``--reference-groups`` is below G the reference is timed on that many
 groups and scaled by G / reference_groups (its work is linear in G); this is printed.
@@ -85,6 +87,15 @@ def matmul_flops_per_second(size: int = 2048) -> float:
     return 2 * size**3 / (time.perf_counter() - started)
 
 
+def copy_bytes_per_second(size_mib: int = 256) -> float:
+    """Bytes read + written per second by a warm ``copy_`` of ``size_mib`` MiB (the memory bandwidth)."""
+    source, target = torch.ones(size_mib * 2**18), torch.zeros(size_mib * 2**18)
+    target.copy_(source)
+    started = time.perf_counter()
+    target.copy_(source)
+    return 2 * source.numel() * 4 / (time.perf_counter() - started)
+
+
 def child_peak_memory(config: str, contender: str, reference_groups: int) -> None:
     """Run one step of one contender; print the rise of peak RSS in MiB (Linux ru_maxrss is in KiB)."""
     import psutil
@@ -116,7 +127,7 @@ def run(config: str, rounds: int, reference_groups: int | None, memory: bool) ->
     reference_groups = min(reference_groups or groups, groups)
     latent, quantizer, reference_latent, reference_book = _setup(config, reference_groups)
     revq_step(latent[:2], quantizer)  # warm-up: kernel build/load, allocator
-    revq_times, reference_times, rates = [], [], []
+    revq_times, reference_times, rates, bandwidths = [], [], [], []
     for _ in range(rounds):  # interleaved: the machine's load hits all contenders alike
         quantizer.zero_grad(set_to_none=True)
         reference_book.grad = None
@@ -125,13 +136,17 @@ def run(config: str, rounds: int, reference_groups: int | None, memory: bool) ->
         seconds, revq_codes = _timed(revq_step, latent, quantizer)
         revq_times.append(seconds)
         rates.append(matmul_flops_per_second())
+        bandwidths.append(copy_bytes_per_second())
     flops = 2 * batch * groups * codes_per_group * code_dim
     bound = flops / max(rates)
+    # The step cannot move less than reading the codebook once and writing its dense gradient once.
+    memory_floor = 2 * groups * codes_per_group * code_dim * 4 / max(bandwidths)
     result = {
         "config": config, "G": groups, "K": codes_per_group, "D": code_dim, "B": batch,
         "reference_groups_timed": reference_groups,
         "reference_s": statistics.median(reference_times), "revq_s": statistics.median(revq_times),
         "matmul_gflops": max(rates) / 1e9, "bound_s": bound,
+        "copy_gb_per_s": max(bandwidths) / 1e9, "memory_floor_s": memory_floor,
         "codes_differ_from_cdist": int((revq_codes[:reference_groups] != reference_codes).sum()),
     }
     result["speedup_vs_reference"] = result["reference_s"] / result["revq_s"]
@@ -168,6 +183,9 @@ def main() -> None:
               f"  revq_core       {result['revq_s'] * 1e3:9.1f} ms   speed-up x{result['speedup_vs_reference']:.1f}\n"
               f"  matmul bound    {result['bound_s'] * 1e3:9.1f} ms   ({result['matmul_gflops']:.0f} GFLOP/s measured); "
               f"revq_core = {result['revq_over_bound']:.1f} x bound\n"
+              f"  memory floor    {result['memory_floor_s'] * 1e3:9.1f} ms   (codebook read + gradient written at "
+              f"{result['copy_gb_per_s']:.1f} GB/s copy); bound + floor = "
+              f"{(result['bound_s'] + result['memory_floor_s']) * 1e3:.1f} ms\n"
               f"  codes differing from cdist's: {result['codes_differ_from_cdist']} (cdist is not exact)")
         if "revq_peak_rise_mib" in result:
             print(f"  peak RSS rise: revq_core {result['revq_peak_rise_mib']:.0f} MiB, reference "

@@ -54,6 +54,15 @@ def test_near_ties_that_float32_matmul_gets_wrong_are_resolved_exactly():
     assert torch.equal(nearest_codes(tokens[None], codes[None])[0], exact)
 
 
+def test_without_the_cpu_kernel_the_matmul_form_and_torch_re_rank_are_exact(monkeypatch):
+    monkeypatch.setenv("REVQ_CPU_KERNEL", "0")  # no fused search and no C++ re-rank: the torch fallbacks
+    offset = torch.tensor([3000.0, 0.0, 0.0, 0.0])
+    codes = offset + 1e-3 * torch.randn(3, 300, 4)
+    tokens = offset + 1e-3 * torch.randn(3, 20, 4)
+    exact = (tokens.double()[:, :, None] - codes.double()[:, None]).pow(2).sum(-1).argmin(-1)
+    assert torch.equal(nearest_codes(tokens, codes), exact)
+
+
 def test_search_builds_no_autograd_graph_and_gradients_reach_only_selected_codes():
     quantizer = Quantizer(64, 32, 32, "channel")
     latent = torch.randn(3, 32, 8, 8)
