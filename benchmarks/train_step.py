@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.reset import CodeUsage  # noqa: E402
-from revq_core.train import _optimizer_and_scheduler, build_model, compile_rectifier, optimizer_step, preset  # noqa: E402
+from revq_core.train import (_optimizer_and_scheduler, build_model, compile_rectifier, optimizer_step,  # noqa: E402
+                              preset, set_in_place_codebook_grad)
 
 
 class RevqStep:
@@ -52,6 +53,7 @@ class RevqStep:
             self.model.quantizer.codebook.normal_(generator=torch.Generator().manual_seed(1))
         self.model.to(config.device)
         compile_rectifier(self.model, config)  # as train() does, if config.compile_rectifier asks
+        set_in_place_codebook_grad(self.model, config.device)  # as train() does
         self.optimizer, _ = _optimizer_and_scheduler(self.model, config)
         self.usage = CodeUsage(self.model.quantizer.num_groups, config.codes_per_group,
                                self.model.quantizer.group_of_token)
@@ -65,7 +67,7 @@ class RevqStep:
         if not torch.isfinite(output.loss):
             raise RuntimeError("non-finite loss")
         optimizer_step(output, self.optimizer, self.usage, self.quantizer_params, self.rectifier_params,
-                       self.config.grad_clip)
+                       self.config.grad_clip, keep_quantizer_grads=self.model.quantizer.add_grad_in_place)
         return output.codes, [output.loss.item(), output.loss_quant.item(), output.loss_rect.item()]
 
 

@@ -19,6 +19,7 @@ data (online k-means by SGD). Nothing upstream is trained, so no straight-throug
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -37,6 +38,37 @@ class QuantizerOutput(NamedTuple):
     loss: torch.Tensor  # scalar: MSE between latent and quantized latent
 
 
+class _CodebookRows(torch.autograd.Function):
+    """codebook (G, K, D), flat_rows (n,) -> rows (n, D) of codebook.view(G * K, D), like index_select.
+
+    Its backward adds the gradient into an existing dense ``codebook.grad`` without a codebook-sized
+    temporary: it returns a sparse COO gradient ((G, K) indices, (n, D) values), which autograd adds in
+    place into that dense tensor. index_select's backward instead allocates a fresh dense (G, K, D)
+    tensor every step (zeros + index_add); on the CPU the first touch of that fresh memory costs
+    ~35 ms at 512T and ~0.6-1.7 s at K = 262144 (benchmarks/README.md). Where ``codebook.grad`` is
+    None it returns exactly that dense gradient, so ``.grad`` is never sparse. Same numbers either way.
+    """
+
+    @staticmethod
+    def forward(ctx, codebook, flat_rows):
+        ctx.codebook = weakref.ref(codebook)  # not saved: in-place updates before backward stay legal
+        ctx.shape = codebook.shape
+        ctx.save_for_backward(flat_rows)
+        return codebook.reshape(-1, codebook.shape[-1]).index_select(0, flat_rows)
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        (flat_rows,) = ctx.saved_tensors
+        groups, codes_per_group, code_dim = ctx.shape
+        codebook = ctx.codebook()
+        existing = None if codebook is None else codebook.grad
+        if existing is not None and existing.layout == torch.strided and existing.shape == ctx.shape:
+            indices = torch.stack([flat_rows // codes_per_group, flat_rows % codes_per_group])  # (2, n)
+            return torch.sparse_coo_tensor(indices, grad_rows, ctx.shape, check_invariants=False), None
+        dense = grad_rows.new_zeros(groups * codes_per_group, code_dim).index_add_(0, flat_rows, grad_rows)
+        return dense.view(ctx.shape), None
+
+
 class Quantizer(nn.Module):
     """Multi-group nearest-neighbour quantizer over a latent of shape ``latent_shape`` = (C, H, W).
 
@@ -47,6 +79,12 @@ class Quantizer(nn.Module):
         split: "channel" (paper), "spatial" or "single".
         latent_shape: (C, H, W) of one latent, (32, 8, 8) for DC-AE f32c32 at 256 x 256.
         search_memory_mb: bound on the distance matrix built per search chunk.
+
+    ``add_grad_in_place`` (attribute, default False; ``train()`` sets it on the CPU): the backward adds
+    the codebook gradient into an existing dense ``codebook.grad`` (zeroed in place between steps,
+    e.g. by ``zero_codebook_grad``) instead of allocating a new one; see ``_CodebookRows``. Only for
+    loops that call ``.backward()``: ``torch.autograd.grad`` w.r.t. the codebook would then get a
+    sparse tensor while ``codebook.grad`` is set.
     """
 
     def __init__(self, num_groups: int, codes_per_group: int, code_dim: int, split: str = "channel",
@@ -61,6 +99,7 @@ class Quantizer(nn.Module):
         self.latent_shape = latent_shape
         self.tokens_per_image = tokens_per_image
         self.search_memory_mb = search_memory_mb
+        self.add_grad_in_place = False
         self.codebook = nn.Parameter(torch.randn(num_groups, codes_per_group, code_dim))  # (G, K, D)
         # Token t uses codebook t % G; as a flat row offset into codebook.view(G*K, D):
         self.register_buffer("group_of_token", torch.arange(tokens_per_image) % num_groups, persistent=False)
@@ -109,8 +148,16 @@ class Quantizer(nn.Module):
         """Codes (B, T) -> token vectors (B, T, D), differentiable w.r.t. the codebook."""
         flat_rows = self.group_of_token * self.codes_per_group + codes  # (B, T) rows of (G*K, D)
         # index_select: its backward (index_add) is deterministic on CPU, unlike advanced indexing's.
-        rows = self.codebook.reshape(-1, self.code_dim).index_select(0, flat_rows.reshape(-1))  # (B*T, D)
+        if self.add_grad_in_place and self.codebook.requires_grad and torch.is_grad_enabled():
+            rows = _CodebookRows.apply(self.codebook, flat_rows.reshape(-1))  # (B*T, D)
+        else:
+            rows = self.codebook.reshape(-1, self.code_dim).index_select(0, flat_rows.reshape(-1))  # (B*T, D)
         return rows.view(*codes.shape, self.code_dim)
+
+    def zero_codebook_grad(self) -> None:
+        """Zero ``codebook.grad`` in place, keeping its memory for the next in-place backward."""
+        if self.codebook.grad is not None:
+            self.codebook.grad.zero_()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, T) -> quantized latent (B, C, H, W)."""

@@ -185,6 +185,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
 
     torch.manual_seed(config.seed)
     model = build_model(config, vae).to(device)
+    set_in_place_codebook_grad(model, device)
     if normalizer_statistics is None:
         model.normalizer.fit(train_latents)
     else:
@@ -288,17 +289,34 @@ def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, 
             raise TrainingDiverged(f"loss became {output.loss.item()} at epoch {epoch}, step {step} "
                                    f"(loss_quant {output.loss_quant.item()}, loss_rect {output.loss_rect.item()}); "
                                    f"{where}. Lower the learning rates or check the latents.")
-        optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip)
+        optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip,
+                       keep_quantizer_grads=model.quantizer.add_grad_in_place)
         totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
                                dtype=torch.float64)
     return tuple(distributed.all_reduce_mean(totals / max(steps, 1)).tolist())
 
 
-def optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, grad_clip: float) -> None:
+def set_in_place_codebook_grad(model: ReVQ, device: torch.device) -> None:
+    """On the CPU, train with ``Quantizer.add_grad_in_place``: each step's codebook gradient is added into
+    one kept tensor (no fresh codebook-sized page faults per step; the same numbers). On CUDA the caching
+    allocator already reuses the memory, so the plain path stays."""
+    model.quantizer.add_grad_in_place = torch.device(device).type == "cpu"
+
+
+def optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, grad_clip: float,
+                   keep_quantizer_grads: bool = False) -> None:
     """The update of one training step after its forward: backward of ``output.loss``, gradient-norm
     clipping at ``grad_clip`` per parameter group (quantizer, rectifier), AdamW, and the batch's codes
-    ``output.codes`` (B, T) added to ``usage``."""
-    optimizer.zero_grad(set_to_none=True)
+    ``output.codes`` (B, T) added to ``usage``. ``keep_quantizer_grads``: zero the quantizer's gradients
+    in place instead of dropping them (for ``Quantizer.add_grad_in_place``); the others are dropped."""
+    if keep_quantizer_grads:
+        for param in rectifier_params:
+            param.grad = None
+        for param in quantizer_params:
+            if param.grad is not None:
+                param.grad.zero_()
+    else:
+        optimizer.zero_grad(set_to_none=True)
     output.loss.backward()
     torch.nn.utils.clip_grad_norm_(quantizer_params, grad_clip)
     torch.nn.utils.clip_grad_norm_(rectifier_params, grad_clip)

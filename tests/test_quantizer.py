@@ -179,3 +179,24 @@ def test_bad_latents_and_codes_are_explained():
         quantizer.decode(torch.zeros(1, 256, dtype=torch.long))
     with pytest.raises(TypeError, match="integer tensor"):
         quantizer.decode(torch.zeros(1, 512))
+
+
+def test_in_place_codebook_gradient_equals_index_select_and_grad_stays_dense():
+    generator = torch.Generator().manual_seed(5)
+    latent = torch.randn(6, 32, 8, 8, generator=generator)
+    plain = Quantizer(64, 8, 32, "channel")  # K = 8: many tokens share a code (duplicate rows in the sum)
+    fast = Quantizer(64, 8, 32, "channel")
+    fast.load_state_dict(plain.state_dict())
+    fast.add_grad_in_place = True
+    plain(latent).loss.backward()
+    fast(latent).loss.backward()  # no .grad yet: the dense gradient, as index_select
+    assert fast.codebook.grad.layout == torch.strided and torch.equal(fast.codebook.grad, plain.codebook.grad)
+    kept = fast.codebook.grad
+    fast.zero_codebook_grad()
+    plain.zero_grad(set_to_none=True)
+    plain(2 * latent).loss.backward()
+    fast(2 * latent).loss.backward()  # added in place into the kept tensor
+    assert fast.codebook.grad is kept and fast.codebook.grad.layout == torch.strided
+    assert torch.equal(fast.codebook.grad, plain.codebook.grad)
+    with torch.no_grad():
+        assert torch.equal(fast(latent).quantized, plain(latent).quantized)  # no graph: the plain lookup

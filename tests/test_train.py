@@ -121,3 +121,21 @@ def test_bad_inputs_and_checkpoints_are_explained(data, tmp_path):
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated or damaged"):
         train(preset("tiny", epochs=2), train_latents, val_latents, output_dir=tmp_path, resume=True, progress=False)
+
+
+def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monkeypatch):
+    """train() on the CPU adds the codebook gradient into one kept tensor (Quantizer.add_grad_in_place);
+    the weights after training must equal those of the plain path (fresh dense gradients) bit for bit."""
+    from revq_core.quantizer import Quantizer
+
+    train_latents, val_latents = data
+    config = preset("tiny", epochs=2)
+    in_place, _ = train(config, train_latents, val_latents, progress=False)
+    assert in_place.quantizer.add_grad_in_place and not in_place.quantizer.codebook.grad.is_sparse
+    with monkeypatch.context() as patch:  # the plain path: the attribute reads False whatever train() sets
+        patch.setattr(Quantizer, "add_grad_in_place", property(lambda self: False, lambda self, value: None),
+                      raising=False)
+        plain, _ = train(config, train_latents, val_latents, progress=False)
+        assert not plain.quantizer.add_grad_in_place
+    for (name, a), (_, b) in zip(in_place.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), name
