@@ -127,13 +127,58 @@ void scan_block(const float* scaled, int64_t rows, const float* codes_t, const f
   }
 }
 
+#if defined(__AVX512F__)
+// Lane permutations for transpose_16_codes_of_8 (index i < 16: lane i of the first input, else of the second).
+struct TransposeIndices {
+  alignas(64) int32_t stage1[2][16], stage2[2][16], stage3[2][16];
+  TransposeIndices() {
+    for (int h = 0; h < 2; ++h)
+      for (int lane = 0; lane < 16; ++lane) {
+        const int c4 = lane / 4, e4 = lane % 4, c8 = lane / 2, e8 = lane % 2;
+        stage1[h][lane] = (c4 / 2) * 16 + (c4 % 2) * 8 + 4 * h + e4;  // 4 codes x dims 4h..4h+3
+        stage2[h][lane] = (c8 / 4) * 16 + (c8 % 4) * 4 + 2 * h + e8;  // 8 codes x 2 dims
+        stage3[h][lane] = (lane / 8) * 16 + (lane % 8) * 2 + h;       // 16 codes x 1 dim
+      }
+  }
+};
+
+// 16 codes of D = 8 (128 numbers, code-major) -> their 8 dimensions, 16 codes each, at out + d * stride.
+inline void transpose_16_codes_of_8(const float* codes, float* out, int64_t stride) {
+  static const TransposeIndices indices;
+  __m512 in[8], four[8], two[8];
+  for (int j = 0; j < 8; ++j) in[j] = _mm512_loadu_ps(codes + 16 * j);  // codes 2j, 2j + 1
+  for (int h = 0; h < 2; ++h) {
+    const __m512i index = _mm512_load_si512(indices.stage1[h]);
+    for (int m = 0; m < 4; ++m) four[2 * m + h] = _mm512_permutex2var_ps(in[2 * m], index, in[2 * m + 1]);
+  }
+  for (int r = 0; r < 2; ++r) {  // four[2m + h]: codes 4m..4m+3, dims 4h..4h+3
+    const __m512i index = _mm512_load_si512(indices.stage2[r]);
+    for (int q = 0; q < 2; ++q)
+      for (int h = 0; h < 2; ++h)
+        two[4 * q + 2 * h + r] = _mm512_permutex2var_ps(four[4 * q + h], index, four[4 * q + 2 + h]);
+  }
+  for (int e = 0; e < 2; ++e) {  // two[4q + 2h + r]: codes 8q..8q+7, dims 4h+2r, 4h+2r+1
+    const __m512i index = _mm512_load_si512(indices.stage3[e]);
+    for (int hr = 0; hr < 4; ++hr)
+      _mm512_storeu_ps(out + (2 * hr + e) * stride, _mm512_permutex2var_ps(two[2 * (hr / 2) + (hr % 2)], index,
+                                                                            two[4 + 2 * (hr / 2) + (hr % 2)]));
+  }
+}
+#endif
+
 // Codes (K, D) of one group -> codes_t (D, stride) and squared norms (stride,), padded to ``stride`` with
 // zero codes of infinite norm (their scores are +inf: never best). Returns the largest real ||c||^2.
 template <int64_t kDim>
 float prepare_group(const float* __restrict codes, int64_t runtime_dim, int64_t num_codes, int64_t stride,
                     float* __restrict codes_t, float* __restrict sq_norms) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
-  for (int64_t k = 0; k < num_codes; ++k) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  if (dim == 8) {  // GCC leaves this transposition scalar; three shuffle stages per 16 codes
+    for (; k + kLanes <= num_codes; k += kLanes) transpose_16_codes_of_8(codes + k * 8, codes_t + k, stride);
+  }
+#endif
+  for (; k < num_codes; ++k) {
     for (int64_t d = 0; d < dim; ++d) codes_t[d * stride + k] = codes[k * dim + d];
   }
   for (int64_t d = 0; d < dim; ++d) std::fill(codes_t + d * stride + num_codes, codes_t + (d + 1) * stride, 0.0f);
@@ -322,7 +367,7 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v11", cpp_sources=[_SOURCE],
+                _module = load_inline(name="revq_cpu_search_v12", cpp_sources=[_SOURCE],
                                       functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
