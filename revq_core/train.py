@@ -220,6 +220,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
         model.save_pretrained(output_dir / "model")
     distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
+    model.quantizer.add_grad_in_place = False  # the returned model behaves like any module in users' loops
     return model, history
 
 

@@ -126,12 +126,18 @@ def test_bad_inputs_and_checkpoints_are_explained(data, tmp_path):
 def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monkeypatch):
     """train() on the CPU adds the codebook gradient into one kept tensor (Quantizer.add_grad_in_place);
     the weights after training must equal those of the plain path (fresh dense gradients) bit for bit."""
+    from revq_core import quantizer as quantizer_module
     from revq_core.quantizer import Quantizer
 
     train_latents, val_latents = data
     config = preset("tiny", epochs=2)
-    in_place, _ = train(config, train_latents, val_latents, progress=False)
-    assert in_place.quantizer.add_grad_in_place and not in_place.quantizer.codebook.grad.is_sparse
+    calls = []
+    apply = quantizer_module._CodebookRows.apply
+    with monkeypatch.context() as patch:  # count the lookups that take the in-place path
+        patch.setattr(quantizer_module._CodebookRows, "apply", lambda *args: calls.append(1) or apply(*args))
+        in_place, _ = train(config, train_latents, val_latents, progress=False)
+    assert len(calls) == 2 * (256 // config.batch_size) and not in_place.quantizer.codebook.grad.is_sparse
+    assert not in_place.quantizer.add_grad_in_place  # off again on the returned model
     with monkeypatch.context() as patch:  # the plain path: the attribute reads False whatever train() sets
         patch.setattr(Quantizer, "add_grad_in_place", property(lambda self: False, lambda self, value: None),
                       raising=False)
