@@ -50,6 +50,10 @@ constexpr int64_t kRows = 8;                              // tokens sharing each
 constexpr int64_t kTileFloats = 8 * 1024;                 // codes scanned by all row blocks in turn (L1-sized)
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// Codes per cache tile for code dimension ``dim`` (a multiple of kChunk), and ``count`` rounded up to chunks.
+inline int64_t tile_codes(int64_t dim) { return std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk); }
+inline int64_t padded_to_chunks(int64_t count) { return (count + kChunk - 1) / kChunk * kChunk; }
+
 inline Vec load(const float* address) { return *reinterpret_cast<const UnalignedVec*>(address); }
 
 inline bool any_below(Vec values, float threshold) {
@@ -205,7 +209,7 @@ template <int64_t kDim>
 void scan_rows(const float* x, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
                int64_t first_id, int64_t runtime_dim, float* best, int64_t* best_id, float* second) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
-  const int64_t tile = std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk);
+  const int64_t tile = tile_codes(dim);
   float scaled[kRows * 64];
   for (int64_t begin = 0; begin < stride; begin += tile) {
     const int64_t end = std::min(stride, begin + tile);
@@ -229,12 +233,12 @@ template <int64_t kDim>
 float search_group(const float* x, int64_t rows, const float* codes, int64_t num_codes, int64_t runtime_dim,
                    float* buffer, float* best, int64_t* best_id, float* second) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
-  const int64_t tile = std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk);
+  const int64_t tile = tile_codes(dim);
   start_rows(rows, best, best_id, second);
   float largest = 0.0f;
   for (int64_t first = 0; first < num_codes; first += tile) {
     const int64_t count = std::min(tile, num_codes - first);
-    const int64_t padded = (count + kChunk - 1) / kChunk * kChunk;
+    const int64_t padded = padded_to_chunks(count);
     largest = std::max(largest, prepare_group<kDim>(codes + first * dim, dim, count, padded, buffer,
                                                      buffer + dim * padded));
     scan_rows<kDim>(x, rows, buffer, buffer + dim * padded, padded, first, dim, best, best_id, second);
@@ -280,16 +284,16 @@ std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes) {
   float* second_p = second.data_ptr<float>();
   int64_t* ids_p = ids.data_ptr<int64_t>();
   float* largest_p = largest.data_ptr<float>();
-  const int64_t stride = (num_codes + kChunk - 1) / kChunk * kChunk;
   const Dispatch kernels = dispatch(dim);
   if (groups >= 2 * at::get_num_threads()) {
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> buffer((dim + 1) * std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk));
+      std::vector<float> buffer((dim + 1) * tile_codes(dim));
       for (int64_t g = begin; g < end; ++g)
         largest_p[g] = kernels.search_group(x + g * rows * dim, rows, c + g * num_codes * dim, num_codes, dim,
                                             buffer.data(), best_p + g * rows, ids_p + g * rows, second_p + g * rows);
     });
   } else {
+    const int64_t stride = padded_to_chunks(num_codes);
     std::vector<float> codes_t(groups * dim * stride), sq_norms(groups * stride);
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g)
@@ -367,7 +371,7 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v12", cpp_sources=[_SOURCE],
+                _module = load_inline(name="revq_cpu_search_v13", cpp_sources=[_SOURCE],
                                       functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once

@@ -85,11 +85,11 @@ def _rerank_near_ties(tokens: torch.Tensor, codes: torch.Tensor, best_scores: to
     ambiguous = runner_up_scores <= best_scores + tolerance  # (g, n)
     if ambiguous.any():
         group_ids, row_ids = ambiguous.nonzero(as_tuple=True)
-        codes_per_group, code_dim = codes.shape[1:]
         exact = cpu_search.exact_nearest_codes(tokens[group_ids, row_ids], codes, group_ids)
         if exact is not None:  # C++, no temporaries of size K
             best_codes[group_ids, row_ids] = exact
             return best_codes
+        codes_per_group, code_dim = codes.shape[1:]
         rows_per_pass = max(1, 2**26 // (codes_per_group * code_dim))  # float64 differences: <= 512 MB
         for start in range(0, len(group_ids), rows_per_pass):
             groups, rows = group_ids[start:start + rows_per_pass], row_ids[start:start + rows_per_pass]
