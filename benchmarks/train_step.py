@@ -67,7 +67,7 @@ class RevqStep:
         if not torch.isfinite(output.loss):
             raise RuntimeError("non-finite loss")
         optimizer_step(output, self.optimizer, self.usage, self.quantizer_params, self.rectifier_params,
-                       self.config.grad_clip, keep_quantizer_grads=self.model.quantizer.add_grad_in_place)
+                       self.config.grad_clip, quantizer=self.model.quantizer)
         return output.codes, [output.loss.item(), output.loss_quant.item(), output.loss_rect.item()]
 
 

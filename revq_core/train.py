@@ -220,7 +220,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
         model.save_pretrained(output_dir / "model")
     distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
-    model.quantizer.add_grad_in_place = False  # the returned model behaves like any module in users' loops
+    model.quantizer.codebook_grad = "fresh"  # the returned model behaves like any module in users' loops
     return model, history
 
 
@@ -291,31 +291,34 @@ def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, 
                                    f"(loss_quant {output.loss_quant.item()}, loss_rect {output.loss_rect.item()}); "
                                    f"{where}. Lower the learning rates or check the latents.")
         optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip,
-                       keep_quantizer_grads=model.quantizer.add_grad_in_place)
+                       quantizer=model.quantizer)
         totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
                                dtype=torch.float64)
     return tuple(distributed.all_reduce_mean(totals / max(steps, 1)).tolist())
 
 
 def set_in_place_codebook_grad(model: ReVQ, device: torch.device) -> None:
-    """On the CPU, train with ``Quantizer.add_grad_in_place``: each step's codebook gradient is added into
-    one kept tensor (no fresh codebook-sized page faults per step; the same numbers). On CUDA the caching
-    allocator already reuses the memory, so the plain path stays."""
-    model.quantizer.add_grad_in_place = torch.device(device).type == "cpu"
+    """On the CPU, add each step's codebook gradient into one kept tensor (``Quantizer.codebook_grad``: no
+    fresh codebook-sized page faults per step; the same numbers): straight into the rows the batch touched
+    in a single process, through autograd (so DDP's all-reduce sees it) over several ranks. On CUDA the
+    caching allocator already reuses the memory, so the plain path stays."""
+    if torch.device(device).type != "cpu":
+        model.quantizer.codebook_grad = "fresh"
+    else:
+        model.quantizer.codebook_grad = "sparse" if distributed.is_distributed() else "rows"
 
 
 def optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, grad_clip: float,
-                   keep_quantizer_grads: bool = False) -> None:
+                   quantizer=None) -> None:
     """The update of one training step after its forward: backward of ``output.loss``, gradient-norm
     clipping at ``grad_clip`` per parameter group (quantizer, rectifier), AdamW, and the batch's codes
-    ``output.codes`` (B, T) added to ``usage``. ``keep_quantizer_grads``: zero the quantizer's gradients
-    in place instead of dropping them (for ``Quantizer.add_grad_in_place``); the others are dropped."""
-    if keep_quantizer_grads:
+    ``output.codes`` (B, T) added to ``usage``. ``quantizer``: where it keeps its gradient tensor
+    (``Quantizer.codebook_grad`` not "fresh"), that gradient is zeroed in place instead of dropped; all other
+    gradients are dropped."""
+    if quantizer is not None and quantizer.codebook_grad != "fresh":
         for param in rectifier_params:
             param.grad = None
-        for param in quantizer_params:
-            if param.grad is not None:
-                param.grad.zero_()
+        quantizer.zero_codebook_grad()
     else:
         optimizer.zero_grad(set_to_none=True)
     output.loss.backward()

@@ -124,7 +124,7 @@ def test_bad_inputs_and_checkpoints_are_explained(data, tmp_path):
 
 
 def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monkeypatch):
-    """train() on the CPU adds the codebook gradient into one kept tensor (Quantizer.add_grad_in_place);
+    """train() on the CPU adds the codebook gradient into one kept tensor (Quantizer.codebook_grad = "rows");
     the weights after training must equal those of the plain path (fresh dense gradients) bit for bit."""
     from revq_core import quantizer as quantizer_module
     from revq_core.quantizer import Quantizer
@@ -134,14 +134,14 @@ def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monke
     calls = []
     apply = quantizer_module._CodebookRows.apply
     with monkeypatch.context() as patch:  # count the lookups that take the in-place path
-        patch.setattr(quantizer_module._CodebookRows, "apply", lambda *args: calls.append(1) or apply(*args))
+        patch.setattr(quantizer_module._CodebookRows, "apply", lambda *args: calls.append(args[2].codebook_grad) or apply(*args))
         in_place, _ = train(config, train_latents, val_latents, progress=False)
-    assert len(calls) == 2 * (256 // config.batch_size) and not in_place.quantizer.codebook.grad.is_sparse
-    assert not in_place.quantizer.add_grad_in_place  # off again on the returned model
-    with monkeypatch.context() as patch:  # the plain path: the attribute reads False whatever train() sets
-        patch.setattr(Quantizer, "add_grad_in_place", property(lambda self: False, lambda self, value: None),
+    assert calls == ["rows"] * (2 * (256 // config.batch_size)) and not in_place.quantizer.codebook.grad.is_sparse
+    assert in_place.quantizer.codebook_grad == "fresh"  # the plain mode again on the returned model
+    with monkeypatch.context() as patch:  # the plain path: the attribute reads "fresh" whatever train() sets
+        patch.setattr(Quantizer, "codebook_grad", property(lambda self: "fresh", lambda self, value: None),
                       raising=False)
         plain, _ = train(config, train_latents, val_latents, progress=False)
-        assert not plain.quantizer.add_grad_in_place
+        assert plain.quantizer.codebook_grad == "fresh"
     for (name, a), (_, b) in zip(in_place.state_dict().items(), plain.state_dict().items()):
         assert torch.equal(a, b), name
