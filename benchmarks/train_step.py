@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.reset import CodeUsage  # noqa: E402
-from revq_core.train import (_optimizer_and_scheduler, build_model, compile_rectifier, optimizer_step,  # noqa: E402
-                              preset, set_in_place_codebook_grad)
+from revq_core.train import (_optimizer_and_scheduler, build_model, compile_rectifier, preset,  # noqa: E402
+                              set_in_place_codebook_grad, train_step)
 
 
 class RevqStep:
@@ -62,12 +62,8 @@ class RevqStep:
 
     def __call__(self, latent: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """Returns (codes (B, T), [loss, loss_quant, loss_rect])."""
-        with torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
-            output = self.model(self.model.normalizer.normalize(latent))
-        if not torch.isfinite(output.loss):
-            raise RuntimeError("non-finite loss")
-        optimizer_step(output, self.optimizer, self.usage, self.quantizer_params, self.rectifier_params,
-                       self.config.grad_clip, quantizer=self.model.quantizer)
+        output = train_step(self.model, self.model, self.model.normalizer.normalize(latent), self.optimizer,
+                            self.usage, self.quantizer_params, self.rectifier_params, self.config)
         return output.codes, [output.loss.item(), output.loss_quant.item(), output.loss_rect.item()]
 
 

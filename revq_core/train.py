@@ -283,18 +283,32 @@ def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, 
         batch_ids = distributed.shard_of_batch(order[step * config.batch_size:(step + 1) * config.batch_size],
                                                config.batch_size)
         latent = model.normalizer.normalize(train_latents[batch_ids].to(device, non_blocking=True).float())
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
-            output = step_model(latent)
-        if not torch.isfinite(output.loss):
+        try:
+            output = train_step(step_model, model, latent, optimizer, usage, quantizer_params, rectifier_params,
+                                config)
+        except TrainingDiverged as error:
             where = f"the last good checkpoint {checkpoint_path} is intact" if checkpoint_path else "no checkpoint was written"
-            raise TrainingDiverged(f"loss became {output.loss.item()} at epoch {epoch}, step {step} "
-                                   f"(loss_quant {output.loss_quant.item()}, loss_rect {output.loss_rect.item()}); "
-                                   f"{where}. Lower the learning rates or check the latents.")
-        optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip,
-                       quantizer=model.quantizer)
+            raise TrainingDiverged(f"{error} at epoch {epoch}, step {step}; {where}. Lower the learning rates or "
+                                   "check the latents.") from None
         totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
                                dtype=torch.float64)
     return tuple(distributed.all_reduce_mean(totals / max(steps, 1)).tolist())
+
+
+def train_step(step_model, model: ReVQ, latent: torch.Tensor, optimizer, usage, quantizer_params, rectifier_params,
+               config: TrainConfig):
+    """One training step on a normalized latent batch (B, C, H, W), as ``train()`` runs it: the forward of
+    ``step_model`` (``model`` or DDP around it; bf16 autocast where ``config.autocast_bf16``), a check that
+    the loss is finite (``TrainingDiverged`` before any update otherwise), then ``optimizer_step``.
+    Returns the forward's output."""
+    with torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
+        output = step_model(latent)
+    if not torch.isfinite(output.loss):
+        raise TrainingDiverged(f"loss became {output.loss.item()} (loss_quant {output.loss_quant.item()}, "
+                               f"loss_rect {output.loss_rect.item()})")
+    optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip,
+                   quantizer=model.quantizer)
+    return output
 
 
 def set_in_place_codebook_grad(model: ReVQ, device: torch.device) -> None:

@@ -98,7 +98,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(data, tmp_path, m
         return output._replace(loss=output.loss * float("nan"))
 
     monkeypatch.setattr(ReVQ, "forward", exploding_forward)
-    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 0 .*last good checkpoint .*checkpoint.pt is intact"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan .*at epoch 1, step 0; .*last good checkpoint .*checkpoint.pt is intact"):
         train(config, train_latents, val_latents, output_dir=tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
 
