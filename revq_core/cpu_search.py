@@ -168,6 +168,33 @@ inline void transpose_16_codes_of_8(const float* codes, float* out, int64_t stri
                                                                             two[4 + 2 * (hr / 2) + (hr % 2)]));
   }
 }
+// 16 codes of D = 4 (64 numbers, code-major) -> their 4 dimensions, 16 codes each, at out + d * stride.
+// in[j]: codes 4j..4j+3 (lane 4c + e: code 4j + c, dim e); two stages of two-input permutes.
+inline void transpose_16_codes_of_4(const float* codes, float* out, int64_t stride) {
+  struct Indices {
+    alignas(64) int32_t pair[2][16], half[2][16];
+    Indices() {
+      for (int lane = 0; lane < 16; ++lane) {
+        const int code = lane % 8;  // pair[h]: dims 2h (lanes 0-7) and 2h + 1 (lanes 8-15) of 8 codes
+        for (int h = 0; h < 2; ++h) pair[h][lane] = (code / 4) * 16 + 4 * (code % 4) + 2 * h + lane / 8;
+        half[0][lane] = lane < 8 ? lane : 16 + lane - 8;  // the first halves of both inputs
+        half[1][lane] = lane < 8 ? 8 + lane : 16 + lane;  // the second halves
+      }
+    }
+  };
+  static const Indices indices;
+  __m512 in[4], pairs[2][2];  // pairs[codes 0-7 / 8-15][h]
+  for (int j = 0; j < 4; ++j) in[j] = _mm512_loadu_ps(codes + 16 * j);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i index = _mm512_load_si512(indices.pair[h]);
+    pairs[0][h] = _mm512_permutex2var_ps(in[0], index, in[1]);
+    pairs[1][h] = _mm512_permutex2var_ps(in[2], index, in[3]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int e = 0; e < 2; ++e)
+      _mm512_storeu_ps(out + (2 * h + e) * stride,
+                       _mm512_permutex2var_ps(pairs[0][h], _mm512_load_si512(indices.half[e]), pairs[1][h]));
+}
 #endif
 
 // Codes (K, D) of one group -> codes_t (D, stride) and squared norms (stride,), padded to ``stride`` with
@@ -180,6 +207,8 @@ float prepare_group(const float* __restrict codes, int64_t runtime_dim, int64_t 
 #if defined(__AVX512F__)
   if (dim == 8) {  // GCC leaves this transposition scalar; three shuffle stages per 16 codes
     for (; k + kLanes <= num_codes; k += kLanes) transpose_16_codes_of_8(codes + k * 8, codes_t + k, stride);
+  } else if (dim == 4) {  // GCC's vectorisation of the loop below costs ~4.5 cycles per code; this ~0.5
+    for (; k + kLanes <= num_codes; k += kLanes) transpose_16_codes_of_4(codes + k * 4, codes_t + k, stride);
   }
 #endif
   for (; k < num_codes; ++k) {
@@ -371,7 +400,7 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v13", cpp_sources=[_SOURCE],
+                _module = load_inline(name="revq_cpu_search_v14", cpp_sources=[_SOURCE],
                                       functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
