@@ -168,6 +168,7 @@ inline void transpose_16_codes_of_8(const float* codes, float* out, int64_t stri
                                                                             two[4 + 2 * (hr / 2) + (hr % 2)]));
   }
 }
+
 // 16 codes of D = 4 (64 numbers, code-major) -> their 4 dimensions, 16 codes each, at out + d * stride.
 // in[j]: codes 4j..4j+3 (lane 4c + e: code 4j + c, dim e); two stages of two-input permutes.
 inline void transpose_16_codes_of_4(const float* codes, float* out, int64_t stride) {
