@@ -33,6 +33,7 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <vector>
 #if defined(__AVX512F__)
@@ -66,28 +67,26 @@ inline bool any_below(Vec values, float threshold) {
 #endif
 }
 
-// Folds 16 scores of codes code, code + 1, ... into a row's best, runner-up and best id, in id order
-// (a tie keeps the lower id). Only lanes below the runner-up can change anything.
-inline void update_best_two(Vec score, int64_t code, float& best, float& second, int64_t& best_id) {
+typedef int32_t Ids __attribute__((vector_size(64)));  // 16 code ids, lane by lane
+
+// Smallest lane (AVX-512: one reduction; elsewhere a loop).
+inline float lane_min(Vec values) {
 #if defined(__AVX512F__)
-  const __m512 values = reinterpret_cast<__m512&>(score);
-  uint32_t lanes = _mm512_cmp_ps_mask(values, _mm512_set1_ps(second), _CMP_LT_OQ);
-  while (lanes) {
-    const int lane = __builtin_ctz(lanes);
-    const float value = score[lane];
-    if (value < best) { second = best; best = value; best_id = code + lane; }
-    else second = value;
-    lanes &= lanes - 1;
-    lanes &= _mm512_cmp_ps_mask(values, _mm512_set1_ps(second), _CMP_LT_OQ);
-  }
+  return _mm512_reduce_min_ps(reinterpret_cast<__m512&>(values));
 #else
-  for (int64_t lane = 0; lane < kLanes; ++lane) {
-    const float value = score[lane];
-    if (value < second) {
-      if (value < best) { second = best; best = value; best_id = code + lane; }
-      else second = value;
-    }
-  }
+  float smallest = values[0];
+  for (int64_t lane = 1; lane < kLanes; ++lane) smallest = values[lane] < smallest ? values[lane] : smallest;
+  return smallest;
+#endif
+}
+
+inline int32_t lane_min(Ids values) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_min_epi32(reinterpret_cast<__m512i&>(values));
+#else
+  int32_t smallest = values[0];
+  for (int64_t lane = 1; lane < kLanes; ++lane) smallest = std::min(smallest, values[lane]);
+  return smallest;
 #endif
 }
 
@@ -102,6 +101,54 @@ inline Vec scores(const float* scaled, const float* codes_t, const float* sq_nor
   return score;
 }
 
+// Scores one chunk (kChunk codes from ``chunk``) for one token with full bookkeeping and folds it into the
+// token's best, runner-up and best id, without data-dependent branches (which the CPU mispredicts: the
+// chunks that need this are few and random). Each lane keeps its best, runner-up and best code over the
+// chunk's vectors; the lanes are then merged. The chunk's codes all come after the codes seen so far, so
+// ties keep the earlier best; inside the chunk a tie goes to the lowest id. A NaN score changes nothing.
+template <int64_t kDim>
+inline void rescore_chunk(const float* scaled, const float* codes_t, const float* sq_norms, int64_t stride,
+                          int64_t chunk, int64_t first_id, int64_t runtime_dim, float& best, float& second,
+                          int64_t& best_id) {
+  Ids lane_ids, chunk_ids = Ids{};
+  for (int32_t lane = 0; lane < kLanes; ++lane) lane_ids[lane] = lane;
+  Vec lane_best = kInf - Vec{}, lane_second = lane_best;
+  for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
+    const Vec score = scores<kDim>(scaled, codes_t, sq_norms, stride, chunk + v * kLanes, runtime_dim);
+    const Ids lower = score < lane_best;
+    const Vec larger = lane_best > score ? lane_best : score;  // max(best, score); NaN score: NaN
+    lane_second = larger < lane_second ? larger : lane_second;  // a NaN is not below: unchanged
+    lane_best = lower ? score : lane_best;
+    chunk_ids = lower ? lane_ids + int32_t(v * kLanes) : chunk_ids;
+  }
+  const float chunk_best = lane_min(lane_best);
+  const Ids at_best = lane_best == (Vec{} + chunk_best);
+  const int32_t chunk_best_id = lane_min(at_best ? chunk_ids : Ids{} + kChunk);  // the lowest id among ties
+  const Vec others = at_best & (chunk_ids == (Ids{} + chunk_best_id)) ? kInf - Vec{} : lane_best;
+  const float chunk_second = std::min(lane_min(lane_second), lane_min(others));
+  // The new runner-up is min(max(best, chunk best), second, chunk runner-up).
+  const float new_second = std::min(std::max(best, chunk_best), std::min(second, chunk_second));
+  best_id = chunk_best < best ? first_id + chunk + chunk_best_id : best_id;
+  best = std::min(best, chunk_best);
+  second = new_second;
+}
+
+// Brings the codes scanned next into L2 a few 64-byte lines at a time while the current tile is scanned, so
+// the next transposition reads them from cache instead of waiting on memory (the hardware prefetcher
+// stops following the codes once the transposition stops reading them).
+struct LinePrefetcher {
+  const char* next = nullptr;
+  int64_t lines_left = 0, lines_per_step = 0;
+  LinePrefetcher() = default;
+  LinePrefetcher(const float* start, int64_t floats, int64_t steps)
+      : next(reinterpret_cast<const char*>(start)), lines_left(start == nullptr ? 0 : (floats + 15) / 16),
+        lines_per_step((lines_left + steps - 1) / std::max<int64_t>(1, steps)) {}
+  inline void step() {
+    for (int64_t i = 0; i < lines_per_step && lines_left > 0; ++i, --lines_left, next += 64)
+      __builtin_prefetch(next, 0, 2);
+  }
+};
+
 // Codes [begin, end) (multiples of kChunk) against rows [0, rows) of a block of kRows scaled tokens.
 // best/second/best_id: each row's best score so far, its id, the runner-up. The hot loop keeps only each
 // chunk's minimum; a chunk is re-scored with full bookkeeping when it holds a score below the runner-up,
@@ -109,9 +156,10 @@ inline Vec scores(const float* scaled, const float* codes_t, const float* sq_nor
 template <int64_t kDim>
 void scan_block(const float* scaled, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
                 int64_t begin, int64_t end, int64_t first_id, int64_t runtime_dim, float* best, float* second,
-                int64_t* best_id) {
+                int64_t* best_id, LinePrefetcher& prefetcher) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
   for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
+    prefetcher.step();
     Vec chunk_min[kRows];
     for (int64_t r = 0; r < kRows; ++r) chunk_min[r] = kInf - Vec{};
     for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
@@ -122,11 +170,8 @@ void scan_block(const float* scaled, int64_t rows, const float* codes_t, const f
     }
     for (int64_t r = 0; r < rows; ++r) {
       if (!any_below(chunk_min[r], second[r])) continue;
-      for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
-        const int64_t code = chunk + v * kLanes;
-        const Vec score = scores<kDim>(scaled + r * dim, codes_t, sq_norms, stride, code, dim);
-        update_best_two(score, first_id + code, best[r], second[r], best_id[r]);
-      }
+      rescore_chunk<kDim>(scaled + r * dim, codes_t, sq_norms, stride, chunk, first_id, dim, best[r], second[r],
+                          best_id[r]);
     }
   }
 }
@@ -237,7 +282,8 @@ float prepare_group(const float* __restrict codes, int64_t runtime_dim, int64_t 
 // L1-sized tiles, each tile by all blocks of rows in turn.
 template <int64_t kDim>
 void scan_rows(const float* x, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
-               int64_t first_id, int64_t runtime_dim, float* best, int64_t* best_id, float* second) {
+               int64_t first_id, int64_t runtime_dim, float* best, int64_t* best_id, float* second,
+               LinePrefetcher& prefetcher) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
   const int64_t tile = tile_codes(dim);
   float scaled[kRows * 64];
@@ -248,7 +294,7 @@ void scan_rows(const float* x, int64_t rows, const float* codes_t, const float* 
       std::fill(scaled, scaled + kRows * dim, 0.0f);  // rows past the end score zeros, unused
       for (int64_t i = 0; i < block_rows * dim; ++i) scaled[i] = -2.0f * x[row0 * dim + i];
       scan_block<kDim>(scaled, block_rows, codes_t, sq_norms, stride, begin, end, first_id, dim, best + row0,
-                       second + row0, best_id + row0);
+                       second + row0, best_id + row0, prefetcher);
     }
   }
 }
@@ -258,12 +304,15 @@ void start_rows(int64_t rows, float* best, int64_t* best_id, float* second) {
 }
 
 // All rows of one group against its codebook (K, D), prepared and scanned one L1-sized tile at a time so
-// the codes are read from memory once; ``buffer`` holds a tile's (D + 1) x tile numbers. Returns max ||c||^2.
+// the codes are read from memory once; ``buffer`` holds a tile's (D + 1) x tile numbers. While a tile is
+// scanned the next one is prefetched: this group's, or the first of ``next_codes`` (the codebook this
+// thread searches next, or null). Returns max ||c||^2.
 template <int64_t kDim>
 float search_group(const float* x, int64_t rows, const float* codes, int64_t num_codes, int64_t runtime_dim,
-                   float* buffer, float* best, int64_t* best_id, float* second) {
+                   const float* next_codes, float* buffer, float* best, int64_t* best_id, float* second) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
   const int64_t tile = tile_codes(dim);
+  const int64_t row_blocks = (rows + kRows - 1) / kRows;
   start_rows(rows, best, best_id, second);
   float largest = 0.0f;
   for (int64_t first = 0; first < num_codes; first += tile) {
@@ -271,16 +320,56 @@ float search_group(const float* x, int64_t rows, const float* codes, int64_t num
     const int64_t padded = padded_to_chunks(count);
     largest = std::max(largest, prepare_group<kDim>(codes + first * dim, dim, count, padded, buffer,
                                                      buffer + dim * padded));
-    scan_rows<kDim>(x, rows, buffer, buffer + dim * padded, padded, first, dim, best, best_id, second);
+    const bool last_tile = first + tile >= num_codes;
+    const float* next = last_tile ? next_codes : codes + (first + tile) * dim;
+    const int64_t next_count = std::min(tile, last_tile ? num_codes : num_codes - first - tile);
+    LinePrefetcher prefetcher(next, next_count * dim, row_blocks * padded / kChunk);
+    scan_rows<kDim>(x, rows, buffer, buffer + dim * padded, padded, first, dim, best, best_id, second, prefetcher);
   }
   return largest;
+}
+
+// Exact nearest code of one token x (D numbers) in one codebook (K, D): the first minimum of
+// sum_d (x_d - c_d)^2 computed in float64 (ties go to the lowest index).
+int64_t exact_nearest_in(const float* x, const float* book, int64_t num_codes, int64_t dim) {
+  double token[64];
+  for (int64_t d = 0; d < dim; ++d) token[d] = x[d];
+  double best = std::numeric_limits<double>::infinity();
+  int64_t best_id = 0;
+  for (int64_t k = 0; k < num_codes; ++k) {
+    double distance = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+      const double difference = token[d] - static_cast<double>(book[k * dim + d]);
+      distance += difference * difference;
+    }
+    if (distance < best) { best = distance; best_id = k; }
+  }
+  return best_id;
+}
+
+// Makes the float32 winners of one group's rows exact: a row whose runner-up lies within the rounding
+// bound of its best score (the check of search._rerank_near_ties: two scores closer than
+// 4 (D + 2) u (||x||^2 + max ||c||^2) can be in the wrong order) gets its float64 nearest code, read
+// while the group's codes are still in cache. unit_roundoff <= 0: nothing is re-ranked.
+void rerank_near_ties(const float* x, int64_t rows, const float* book, int64_t num_codes, int64_t dim,
+                      float largest_sq_norm, double unit_roundoff, const float* best, const float* second,
+                      int64_t* best_id) {
+  if (unit_roundoff <= 0) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    double token_sq_norm = 0.0;
+    for (int64_t d = 0; d < dim; ++d) token_sq_norm += double(x[r * dim + d]) * x[r * dim + d];
+    const double tolerance = 4.0 * (dim + 2) * unit_roundoff * (token_sq_norm + largest_sq_norm);
+    if (double(second[r]) <= double(best[r]) + tolerance)
+      best_id[r] = exact_nearest_in(x + r * dim, book, num_codes, dim);
+  }
 }
 
 struct Dispatch {
   float (*prepare)(const float*, int64_t, int64_t, int64_t, float*, float*);
   void (*scan)(const float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, float*, int64_t*,
-               float*);
-  float (*search_group)(const float*, int64_t, const float*, int64_t, int64_t, float*, float*, int64_t*, float*);
+               float*, LinePrefetcher&);
+  float (*search_group)(const float*, int64_t, const float*, int64_t, int64_t, const float*, float*, float*, int64_t*,
+                        float*);
 };
 
 Dispatch dispatch(int64_t dim) {
@@ -295,9 +384,10 @@ Dispatch dispatch(int64_t dim) {
 
 // tokens (G, N, D), codes (G, K, D): float32, contiguous.
 // Returns best score (G, N), best code id (G, N) int64, runner-up score (G, N), largest ||c||^2 (G,).
-// Scores are ||c||^2 - 2 x.c. Many groups: threads take whole groups, each preparing its codebook one
+// Scores are ||c||^2 - 2 x.c. unit_roundoff > 0: the ids of rows whose runner-up is within the rounding
+// bound are replaced by their exact float64 nearest code (rerank_near_ties), so the ids are exact. Many groups: threads take whole groups, each preparing its codebook one
 // cache-sized tile at a time; few groups: all codebooks are prepared first and threads split the rows.
-std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes) {
+std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes, double unit_roundoff) {
   TORCH_CHECK(tokens.dim() == 3 && codes.dim() == 3, "tokens (G, N, D) and codes (G, K, D) expected");
   TORCH_CHECK(tokens.scalar_type() == torch::kFloat && codes.scalar_type() == torch::kFloat, "float32 only");
   TORCH_CHECK(tokens.is_contiguous() && codes.is_contiguous(), "contiguous tensors only");
@@ -316,11 +406,24 @@ std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes) {
   float* largest_p = largest.data_ptr<float>();
   const Dispatch kernels = dispatch(dim);
   if (groups >= 2 * at::get_num_threads()) {
-    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    // Threads claim runs of groups as they go, so a thread slowed by other work on the machine does
+    // not hold up the others (a static split waits for the slowest).
+    std::atomic<int64_t> next_run{0};
+    const int64_t run_length = std::max<int64_t>(1, std::min<int64_t>(8, groups / (4 * at::get_num_threads())));
+    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
       std::vector<float> buffer((dim + 1) * tile_codes(dim));
-      for (int64_t g = begin; g < end; ++g)
-        largest_p[g] = kernels.search_group(x + g * rows * dim, rows, c + g * num_codes * dim, num_codes, dim,
-                                            buffer.data(), best_p + g * rows, ids_p + g * rows, second_p + g * rows);
+      int64_t begin;
+      while ((begin = next_run.fetch_add(run_length)) < groups) {
+        const int64_t end = std::min(groups, begin + run_length);
+        for (int64_t g = begin; g < end; ++g) {
+          const float* next_codes = g + 1 < end ? c + (g + 1) * num_codes * dim : nullptr;
+          largest_p[g] = kernels.search_group(x + g * rows * dim, rows, c + g * num_codes * dim, num_codes, dim,
+                                              next_codes, buffer.data(), best_p + g * rows, ids_p + g * rows,
+                                              second_p + g * rows);
+          rerank_near_ties(x + g * rows * dim, rows, c + g * num_codes * dim, num_codes, dim, largest_p[g],
+                           unit_roundoff, best_p + g * rows, second_p + g * rows, ids_p + g * rows);
+        }
+      }
     });
   } else {
     const int64_t stride = padded_to_chunks(num_codes);
@@ -333,13 +436,16 @@ std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes) {
     const int64_t rows_per_item = 64;
     const int64_t items_per_group = (rows + rows_per_item - 1) / rows_per_item;
     at::parallel_for(0, groups * items_per_group, 1, [&](int64_t begin, int64_t end) {
+      LinePrefetcher none;  // the prepared codebooks are read in order: the hardware prefetcher follows
       for (int64_t item = begin; item < end; ++item) {
         const int64_t g = item / items_per_group, row0 = (item % items_per_group) * rows_per_item;
         const int64_t out = g * rows + row0;
         const int64_t item_rows = std::min(rows_per_item, rows - row0);
         start_rows(item_rows, best_p + out, ids_p + out, second_p + out);
         kernels.scan(x + out * dim, item_rows, codes_t.data() + g * dim * stride, sq_norms.data() + g * stride,
-                     stride, 0, dim, best_p + out, ids_p + out, second_p + out);
+                     stride, 0, dim, best_p + out, ids_p + out, second_p + out, none);
+        rerank_near_ties(x + out * dim, item_rows, c + g * num_codes * dim, num_codes, dim, largest_p[g],
+                         unit_roundoff, best_p + out, second_p + out, ids_p + out);
       }
     });
   }
@@ -356,6 +462,7 @@ torch::Tensor exact_nearest(torch::Tensor tokens, torch::Tensor codes, torch::Te
               groups.scalar_type() == torch::kLong, "float32 tokens and codes, int64 groups expected");
   TORCH_CHECK(tokens.is_contiguous() && codes.is_contiguous() && groups.is_contiguous(), "contiguous tensors only");
   TORCH_CHECK(tokens.size(1) == codes.size(2), "tokens and codes differ in D");
+  TORCH_CHECK(tokens.size(1) <= 64, "D > 64");
   const int64_t count = tokens.size(0), dim = tokens.size(1), num_codes = codes.size(1), num_groups = codes.size(0);
   auto ids = torch::empty({count}, groups.options());
   const float* x = tokens.data_ptr<float>();
@@ -364,22 +471,8 @@ torch::Tensor exact_nearest(torch::Tensor tokens, torch::Tensor codes, torch::Te
   int64_t* ids_p = ids.data_ptr<int64_t>();
   for (int64_t a = 0; a < count; ++a) TORCH_CHECK(group_p[a] >= 0 && group_p[a] < num_groups, "group out of range");
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> token(dim);
-    for (int64_t a = begin; a < end; ++a) {
-      for (int64_t d = 0; d < dim; ++d) token[d] = x[a * dim + d];
-      const float* book = c + group_p[a] * num_codes * dim;
-      double best = std::numeric_limits<double>::infinity();
-      int64_t best_id = 0;
-      for (int64_t k = 0; k < num_codes; ++k) {
-        double distance = 0.0;
-        for (int64_t d = 0; d < dim; ++d) {
-          const double difference = token[d] - static_cast<double>(book[k * dim + d]);
-          distance += difference * difference;
-        }
-        if (distance < best) { best = distance; best_id = k; }
-      }
-      ids_p[a] = best_id;
-    }
+    for (int64_t a = begin; a < end; ++a)
+      ids_p[a] = exact_nearest_in(x + a * dim, c + group_p[a] * num_codes * dim, num_codes, dim);
   });
   return ids;
 }
@@ -401,7 +494,7 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v14", cpp_sources=[_SOURCE],
+                _module = load_inline(name="revq_cpu_search_v15", cpp_sources=[_SOURCE],
                                       functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
@@ -420,6 +513,13 @@ def kernel_enabled() -> bool:
     return _load() is not None
 
 
+def _applies(tokens: torch.Tensor, codes: torch.Tensor) -> bool:
+    """Whether the kernel takes these: float32 CPU tensors, 1 <= K, D <= 64, the kernel on and built."""
+    return (tokens.device.type == "cpu" and codes.device.type == "cpu" and tokens.dtype == torch.float32
+            and codes.dtype == torch.float32 and tokens.shape[-1] <= MAX_CODE_DIM and codes.shape[1] > 0
+            and kernel_enabled())
+
+
 def best_two_codes(tokens: torch.Tensor, codes: torch.Tensor):
     """Best score, its code id and the runner-up score for every token, or None when not applicable.
 
@@ -432,11 +532,27 @@ def best_two_codes(tokens: torch.Tensor, codes: torch.Tensor):
         or None if the inputs are not float32 CPU tensors with D <= 64, or the kernel is off or
         cannot be built.
     """
-    if (tokens.device.type != "cpu" or codes.device.type != "cpu" or tokens.dtype != torch.float32
-            or codes.dtype != torch.float32 or tokens.shape[-1] > MAX_CODE_DIM or codes.shape[1] == 0
-            or not kernel_enabled()):
+    if not _applies(tokens, codes):
         return None
-    return tuple(_module.best_two(tokens.contiguous(), codes.contiguous()))
+    return tuple(_module.best_two(tokens.contiguous(), codes.contiguous(), 0.0))
+
+
+def exact_nearest_codes_fused(tokens: torch.Tensor, codes: torch.Tensor, unit_roundoff: float = 2.0 ** -24):
+    """Exact nearest code of every token in one pass, or None when not applicable (as ``best_two_codes``).
+
+    The fused search, then, for each group while its codes are still in cache, the float64 re-rank of the
+    rows whose runner-up lies within the rounding bound (``search._rerank_near_ties``'s check).
+
+    Args:
+        tokens: (G, N, D) float32 CPU tokens.
+        codes: (G, K, D) float32 CPU codebook.
+        unit_roundoff: rounding unit of the float32 scores.
+    Returns:
+        (G, N) int64 ids: the first minimum of the float64 squared difference.
+    """
+    if not _applies(tokens, codes):
+        return None
+    return _module.best_two(tokens.contiguous(), codes.contiguous(), float(unit_roundoff))[1]
 
 
 def exact_nearest_codes(tokens: torch.Tensor, codes: torch.Tensor, group_ids: torch.Tensor):
@@ -449,7 +565,6 @@ def exact_nearest_codes(tokens: torch.Tensor, codes: torch.Tensor, group_ids: to
     Returns:
         (A,) int64 code ids, or None where the kernel does not apply (as ``best_two_codes``).
     """
-    if (tokens.device.type != "cpu" or codes.device.type != "cpu" or tokens.dtype != torch.float32
-            or codes.dtype != torch.float32 or not kernel_enabled()):
+    if not _applies(tokens, codes):
         return None
     return _module.exact_nearest(tokens.contiguous(), codes.contiguous(), group_ids.long().contiguous())

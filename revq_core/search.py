@@ -7,8 +7,9 @@ error bound of its best code is re-ranked with direct float64 differences: the r
 brute-force argmin of ((x - c) ** 2).sum(), ties going to the lowest index.
 
 Fused kernels compute the same scores without storing them and return each token's best and
-runner-up score, to which the same exactness check applies: C++ on the CPU (``cpu_search``), Triton
-on CUDA GPUs (``gpu_search``). Where neither applies (no compiler, no Triton, or
+runner-up score, to which the same exactness check applies: C++ on the CPU (``cpu_search``, which
+also does the check and the float64 re-rank itself, group by group while the codes are in cache),
+Triton on CUDA GPUs (``gpu_search``). Where neither applies (no compiler, no Triton, or
 ``REVQ_CPU_KERNEL=0`` / ``REVQ_GPU_KERNEL=0``), the chunked matmul form runs.
 """
 from __future__ import annotations
@@ -35,7 +36,11 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
     codes_per_group = codebook.shape[1]
     tokens = grouped_tokens.float()
     codes = codebook.float()
-    fused = _fused_best_two(tokens, codes) if use_kernel else None
+    if use_kernel and not tokens.is_cuda:  # the C++ kernel re-ranks near ties itself, group by group
+        exact_codes = cpu_search.exact_nearest_codes_fused(tokens, codes, unit_roundoff=2.0 ** -24)
+        if exact_codes is not None:
+            return exact_codes
+    fused = gpu_search.best_two_codes(tokens, codes) if use_kernel and tokens.is_cuda else None
     if fused is not None:  # scores never stored, O(G * N) memory whatever K; float32 multiply-adds
         best_scores, best_codes, runner_up_scores, max_code_sq_norm = fused
         return _rerank_near_ties(tokens, codes, best_scores, best_codes, runner_up_scores, max_code_sq_norm[:, None],
@@ -51,13 +56,6 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
             out[groups, rows] = _nearest_in_chunk(tokens[groups, rows], codes[groups], code_sq_norms[groups],
                                                   max_code_sq_norm)
     return out
-
-
-def _fused_best_two(tokens: torch.Tensor, codes: torch.Tensor):
-    """The fused kernel's (best, ids, runner-up, max ||c||^2) for this device, or None."""
-    if tokens.is_cuda:
-        return gpu_search.best_two_codes(tokens, codes)
-    return cpu_search.best_two_codes(tokens, codes)
 
 
 def _nearest_in_chunk(tokens: torch.Tensor, codes: torch.Tensor, code_sq_norms: torch.Tensor,

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from revq_core.cpu_search import best_two_codes, exact_nearest_codes, kernel_enabled
+from revq_core.cpu_search import best_two_codes, exact_nearest_codes, exact_nearest_codes_fused, kernel_enabled
 from revq_core.search import nearest_codes
 
 pytestmark = pytest.mark.skipif(not kernel_enabled(), reason="the fused CPU kernel cannot be built here "
@@ -56,11 +56,24 @@ def test_near_ties_beyond_float32_resolution_are_exact():
     assert torch.equal(nearest_codes(tokens, codebook), _brute_force(tokens, codebook))
 
 
+@pytest.mark.parametrize("groups", [1, 16])  # rows split across threads / whole groups per thread
+def test_the_kernel_re_ranks_near_ties_itself_in_both_thread_layouts(groups):
+    generator = torch.Generator().manual_seed(groups)
+    offset = torch.tensor([3000.0, 0.0, 0.0, 0.0])
+    codebook = offset + 1e-3 * torch.randn(groups, 300, 4, generator=generator)
+    tokens = offset + 1e-3 * torch.randn(groups, 40, 4, generator=generator)
+    exact = _brute_force(tokens, codebook)
+    float32_winners = best_two_codes(tokens, codebook)[1]
+    assert not torch.equal(float32_winners, exact)  # the float32 pass alone gets some wrong
+    assert torch.equal(exact_nearest_codes_fused(tokens, codebook), exact)
+    assert torch.equal(nearest_codes(tokens, codebook), exact)
+
+
 def test_kernel_declines_what_it_does_not_handle():
     tokens, codebook = torch.randn(1, 2, 4), torch.randn(1, 8, 4)
     assert best_two_codes(tokens.double(), codebook.double()) is None
     wide = torch.randn(1, 2, 65), torch.randn(1, 8, 65)
-    assert best_two_codes(*wide) is None
+    assert best_two_codes(*wide) is None and exact_nearest_codes_fused(*wide) is None
     assert torch.equal(nearest_codes(*wide), _brute_force(*wide))  # matmul form takes over
 
 
