@@ -4,17 +4,23 @@ With code dimensions as small as the paper's (D = 4 at 512 tokens), the matmul f
 spends its time writing and re-reading a (G, N, K) score tensor: a batched GEMM with an inner
 dimension of 4 runs far below the machine's matmul rate. This kernel computes each score
 ``||c||^2 - 2 x.c`` in registers and keeps, per token, the best score, its code id and the
-runner-up score, so nothing of size K is ever stored. ``search.nearest_codes`` turns the runner-up
-into its exactness check (rows whose runner-up is within the float32 error bound are re-ranked in
-float64 by ``exact_nearest_codes``), so the result is still exactly the brute-force argmin.
+runner-up score, so nothing of size K is ever stored. The runner-up gives the exactness check of
+``search._rerank_near_ties``: a row whose runner-up lies within the float32 error bound of its best
+is re-ranked in float64. ``exact_nearest_codes_fused`` (what ``search.nearest_codes`` uses) does that
+check and re-rank inside the kernel, group by group while the group's codes are still in cache, so
+the result is exactly the brute-force argmin.
 
 How it is fast (benchmarks/README.md has the measurements):
 - codes are scored 16 at a time (one vector) for 8 tokens sharing each load of codes;
 - the hot loop keeps only a running minimum per token over a chunk of 128 codes; the chunk is
   scored again with full best / id / runner-up bookkeeping only when that minimum beats the token's
   runner-up so far, which becomes rare after the first chunks (about 2 ln(K / 128) times per token);
+  that re-scoring has no data-dependent branches (lane-wise best two, then merged), since which
+  chunks need it is random and the CPU would mispredict it;
 - each group's codebook is transposed once to (D, K) and scanned in L1-sized tiles, every tile by
-  all tokens of the group in turn, so the codes stream from memory once per group.
+  all tokens of the group in turn, so the codes stream from memory once per group; the next tile is
+  prefetched into L2 while one is scanned;
+- threads claim runs of groups as they go, so one slowed by other work does not hold up the rest.
 
 The kernel is C++ built once with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler
 and ninja; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default ~/.cache/torch_extensions).
@@ -53,6 +59,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // Codes per cache tile for code dimension ``dim`` (a multiple of kChunk), and ``count`` rounded up to chunks.
 inline int64_t tile_codes(int64_t dim) { return std::max(kChunk, kTileFloats / (dim + 1) / kChunk * kChunk); }
+constexpr int64_t kMaxTileChunks = kTileFloats / 2 / kChunk;  // tile_codes(1) / kChunk, the most chunks in a tile
 inline int64_t padded_to_chunks(int64_t count) { return (count + kChunk - 1) / kChunk * kChunk; }
 
 inline Vec load(const float* address) { return *reinterpret_cast<const UnalignedVec*>(address); }
@@ -149,6 +156,48 @@ struct LinePrefetcher {
   }
 };
 
+// Each row's minimum over each chunk of 16 x kVectorsPerChunk codes from ``chunk``: the hot loop, D
+// multiply-adds and one min per 16 scores, codes loaded once for kRows tokens.
+template <int64_t kDim>
+inline void chunk_minima(const float* scaled, const float* codes_t, const float* sq_norms, int64_t stride,
+                         int64_t chunk, int64_t dim, Vec* chunk_min) {
+  for (int64_t r = 0; r < kRows; ++r) chunk_min[r] = kInf - Vec{};
+  for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
+    for (int64_t r = 0; r < kRows; ++r) {
+      const Vec score = scores<kDim>(scaled + r * dim, codes_t, sq_norms, stride, chunk + v * kLanes, dim);
+      chunk_min[r] = score < chunk_min[r] ? score : chunk_min[r];
+    }
+  }
+}
+
+// The first tile of a codebook, [0, end), for rows [0, rows) that have seen no code yet. Scanning it like
+// the others would re-score about 2 ln(chunks) of its chunks per row (the runner-up starts at +inf), so
+// instead every chunk's minimum is kept, only the chunk holding the smallest is re-scored (the first such
+// chunk: ties keep the lowest id), and the runner-up is then the smaller of that chunk's runner-up and the
+// smallest minimum of the other chunks.
+template <int64_t kDim>
+void scan_first_tile(const float* scaled, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
+                     int64_t end, int64_t dim, float* best, float* second, int64_t* best_id,
+                     LinePrefetcher& prefetcher) {
+  float minima[kRows][kMaxTileChunks];
+  const int64_t chunks = end / kChunk;
+  for (int64_t j = 0; j < chunks; ++j) {
+    prefetcher.step();
+    Vec chunk_min[kRows];
+    chunk_minima<kDim>(scaled, codes_t, sq_norms, stride, j * kChunk, dim, chunk_min);
+    for (int64_t r = 0; r < kRows; ++r) minima[r][j] = lane_min(chunk_min[r]);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t smallest = 0;
+    for (int64_t j = 1; j < chunks; ++j) smallest = minima[r][j] < minima[r][smallest] ? j : smallest;
+    float others = kInf;
+    for (int64_t j = 0; j < chunks; ++j) others = j == smallest ? others : std::min(others, minima[r][j]);
+    rescore_chunk<kDim>(scaled + r * dim, codes_t, sq_norms, stride, smallest * kChunk, 0, dim, best[r], second[r],
+                        best_id[r]);
+    second[r] = std::min(second[r], others);
+  }
+}
+
 // Codes [begin, end) (multiples of kChunk) against rows [0, rows) of a block of kRows scaled tokens.
 // best/second/best_id: each row's best score so far, its id, the runner-up. The hot loop keeps only each
 // chunk's minimum; a chunk is re-scored with full bookkeeping when it holds a score below the runner-up,
@@ -158,16 +207,12 @@ void scan_block(const float* scaled, int64_t rows, const float* codes_t, const f
                 int64_t begin, int64_t end, int64_t first_id, int64_t runtime_dim, float* best, float* second,
                 int64_t* best_id, LinePrefetcher& prefetcher) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
+  if (begin == 0 && first_id == 0)
+    return scan_first_tile<kDim>(scaled, rows, codes_t, sq_norms, stride, end, dim, best, second, best_id, prefetcher);
   for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
     prefetcher.step();
     Vec chunk_min[kRows];
-    for (int64_t r = 0; r < kRows; ++r) chunk_min[r] = kInf - Vec{};
-    for (int64_t v = 0; v < kVectorsPerChunk; ++v) {
-      for (int64_t r = 0; r < kRows; ++r) {
-        const Vec score = scores<kDim>(scaled + r * dim, codes_t, sq_norms, stride, chunk + v * kLanes, dim);
-        chunk_min[r] = score < chunk_min[r] ? score : chunk_min[r];
-      }
-    }
+    chunk_minima<kDim>(scaled, codes_t, sq_norms, stride, chunk, dim, chunk_min);
     for (int64_t r = 0; r < rows; ++r) {
       if (!any_below(chunk_min[r], second[r])) continue;
       rescore_chunk<kDim>(scaled + r * dim, codes_t, sq_norms, stride, chunk, first_id, dim, best[r], second[r],
