@@ -113,10 +113,11 @@ inline Vec scores(const float* scaled, const float* codes_t, const float* sq_nor
 // chunks that need this are few and random). Each lane keeps its best, runner-up and best code over the
 // chunk's vectors; the lanes are then merged. The chunk's codes all come after the codes seen so far, so
 // ties keep the earlier best; inside the chunk a tie goes to the lowest id. A NaN score changes nothing.
+// Not inlined: it runs rarely, and inlined it crowds the hot loop's registers.
 template <int64_t kDim>
-inline void rescore_chunk(const float* scaled, const float* codes_t, const float* sq_norms, int64_t stride,
-                          int64_t chunk, int64_t first_id, int64_t runtime_dim, float& best, float& second,
-                          int64_t& best_id) {
+__attribute__((noinline)) void rescore_chunk(const float* scaled, const float* codes_t, const float* sq_norms,
+                                             int64_t stride, int64_t chunk, int64_t first_id, int64_t runtime_dim,
+                                             float& best, float& second, int64_t& best_id) {
   Ids lane_ids, chunk_ids = Ids{};
   for (int32_t lane = 0; lane < kLanes; ++lane) lane_ids[lane] = lane;
   Vec lane_best = kInf - Vec{}, lane_second = lane_best;
