@@ -37,7 +37,7 @@ from train_step import ReferenceStep, RevqStep  # noqa: E402
 
 from revq_core import gpu_search  # noqa: E402
 from revq_core.quantizer import Quantizer  # noqa: E402
-from revq_core.search import nearest_codes  # noqa: E402
+from revq_core.search import brute_force_nearest_codes, nearest_codes  # noqa: E402
 from revq_core.train import preset, train  # noqa: E402
 
 STEPS_PER_EPOCH = 1_281_167 // 256  # ImageNet train at the paper's batch, drop_last
@@ -74,9 +74,7 @@ def check_exactness() -> dict:
         codebook = torch.randn(groups, codes, dim, generator=generator)
         codebook[:, -1] = codebook[:, 0]  # exact duplicate codes: ties must go to the lower id
         tokens[:, :3] = codebook[:, :3]
-        chunk = max(1, 2**28 // (rows * codes * dim))  # float64 differences: <= 2 GiB at a time
-        expected = torch.cat([((tokens[g:g + chunk].double().to(DEVICE)[:, :, None] - codebook[g:g + chunk].double().to(DEVICE)[:, None])
-                               ** 2).sum(-1).argmin(-1).cpu() for g in range(0, groups, chunk)])
+        expected = brute_force_nearest_codes(tokens.to(DEVICE), codebook.to(DEVICE), memory_mb=2048).cpu()
         fused = nearest_codes(tokens.to(DEVICE), codebook.to(DEVICE)).cpu()
         matmul = nearest_codes(tokens.to(DEVICE), codebook.to(DEVICE), use_kernel=False).cpu()
         results[f"G{groups}_N{rows}_K{codes}_D{dim}"] = {"fused_differ": int((fused != expected).sum()),

@@ -58,6 +58,28 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
     return out
 
 
+@torch.no_grad()
+def brute_force_nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_mb: int = 1024) -> torch.Tensor:
+    """The float64 reference the fast paths are checked against (tests, benchmarks): for every token the
+    first k minimising sum_d (x_d - c_kd)^2, from all differences in float64. Slow: G * N * K * D float64
+    differences, made a few groups at a time (at most ``memory_mb``).
+
+    Args:
+        grouped_tokens: (G, N, D) tokens; the work runs on their device.
+        codebook: (G, K, D).
+    Returns:
+        (G, N) int64 code ids.
+    """
+    num_groups, num_rows, code_dim = grouped_tokens.shape
+    groups_per_chunk = max(1, memory_mb * 2**20 // (8 * num_rows * codebook.shape[1] * code_dim))
+    ids = []
+    for start in range(0, num_groups, groups_per_chunk):
+        tokens = grouped_tokens[start:start + groups_per_chunk].double()
+        codes = codebook[start:start + groups_per_chunk].to(tokens.device, torch.float64)
+        ids.append((tokens[:, :, None] - codes[:, None]).pow(2).sum(-1).argmin(-1))  # argmin: first minimum
+    return torch.cat(ids)
+
+
 def _nearest_in_chunk(tokens: torch.Tensor, codes: torch.Tensor, code_sq_norms: torch.Tensor,
                       max_code_sq_norm: torch.Tensor) -> torch.Tensor:
     """tokens (g, n, D), codes (g, K, D), code_sq_norms (g, K) -> (g, n) exact nearest ids."""

@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from revq_core import gpu_search
-from revq_core.search import nearest_codes
+from revq_core.search import brute_force_nearest_codes, nearest_codes
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_triton = pytest.mark.skipif(gpu_search.triton is None, reason="needs Triton (CUDA builds of torch)")
-
-
-def _brute_force(tokens, codebook):
-    """(G, N, D), (G, K, D) -> (G, N) argmin of float64 squared distances, ties to the lowest index."""
-    return ((tokens.double()[:, :, None] - codebook.double()[:, None]) ** 2).sum(-1).argmin(-1)
 
 
 def _tied_inputs(groups, rows, codes, dim, seed):
@@ -36,7 +31,7 @@ def test_cuda_search_is_exact(groups, rows, codes, dim):
     tokens, codebook = _tied_inputs(groups, rows, codes, dim, seed=groups + codes)
     fused = nearest_codes(tokens.cuda(), codebook.cuda())
     matmul = nearest_codes(tokens.cuda(), codebook.cuda(), use_kernel=False)
-    expected = _brute_force(tokens, codebook)
+    expected = brute_force_nearest_codes(tokens, codebook)
     assert torch.equal(fused.cpu(), expected)
     assert torch.equal(matmul.cpu(), expected)
 
@@ -61,12 +56,13 @@ def test_kernel_in_triton_interpreter():
     script = textwrap.dedent("""
         import torch
         from revq_core import gpu_search
-        from tests.test_gpu_search import _brute_force, _tied_inputs
+        from revq_core.search import brute_force_nearest_codes
+        from tests.test_gpu_search import _tied_inputs
         for groups, rows, codes, dim in [(3, 70, 300, 4), (2, 5, 1, 8), (2, 33, 129, 8), (2, 9, 50, 64)]:
             tokens, codebook = _tied_inputs(groups, rows, codes, dim, seed=rows)
             best, ids, runner_up, largest = gpu_search.best_two_codes(tokens, codebook, interpret=True)
             distances = ((tokens.double()[:, :, None] - codebook.double()[:, None]) ** 2).sum(-1)
-            exact = ids == _brute_force(tokens, codebook)
+            exact = ids == brute_force_nearest_codes(tokens, codebook)
             # where the float32 winner differs from the exact one, the runner-up must flag it as a near tie
             assert bool((exact | (runner_up - best <= 1e-4)).all()), (groups, rows, codes, dim)
             assert torch.allclose(largest, (codebook ** 2).sum(-1).amax(1))

@@ -3,15 +3,12 @@ import pytest
 import torch
 
 from revq_core.cpu_search import best_two_codes, exact_nearest_codes, exact_nearest_codes_fused, kernel_enabled
-from revq_core.search import nearest_codes
+from revq_core.search import brute_force_nearest_codes as _brute_force, nearest_codes
 
 pytestmark = pytest.mark.skipif(not kernel_enabled(), reason="the fused CPU kernel cannot be built here "
                                                                "(no C++ compiler/ninja, or REVQ_CPU_KERNEL=0)")
 
 
-def _brute_force(tokens, codebook):
-    """(G, N, D), (G, K, D) -> (G, N): float64 argmin, first minimum on ties."""
-    return (tokens.double()[:, :, None, :] - codebook.double()[:, None]).pow(2).sum(-1).argmin(-1)
 
 
 # D = 4, 8, 16 take compiled fixed-size loops; others the generic loop. K % 128 pads the last chunk, N % 8
@@ -125,6 +122,23 @@ def test_ties_inside_one_vector_across_chunks_and_in_the_padding_go_to_the_lowes
     _, ids, runner_up, _ = best_two_codes(tokens, codebook)
     assert ids[:, 0].tolist() == [5, 5]
     assert torch.equal(nearest_codes(tokens, codebook), _brute_force(tokens, codebook))
+
+
+@pytest.mark.parametrize("groups", [1, 8])  # rows split across threads / whole groups per thread
+def test_the_first_tile_s_runner_up_can_come_from_any_other_chunk(groups):
+    """The first cache tile re-scores only the chunk holding each row's smallest score; the runner-up
+    then comes from the other chunks' minima: an exact duplicate of the best two chunks later must make
+    the runner-up equal to the best, and the best keep the lower id."""
+    generator = torch.Generator().manual_seed(groups)
+    codebook = torch.randn(groups, 1000, 4, generator=generator)
+    codebook[:, 300] = codebook[:, 5]  # chunk 0 and chunk 2 of the first tile
+    tokens = torch.cat([codebook[:, 5:6], torch.randn(groups, 20, 4, generator=generator)], dim=1)
+    best, ids, runner_up, _ = best_two_codes(tokens, codebook)
+    norms = codebook.pow(2).sum(-1)
+    dense = (norms[:, None, :] - 2 * tokens @ codebook.transpose(1, 2)).double()
+    assert ids[:, 0].tolist() == [5] * groups and torch.equal(runner_up[:, 0], best[:, 0])
+    assert torch.equal(ids, _brute_force(tokens, codebook))
+    assert torch.allclose(runner_up.double(), dense.scatter(-1, ids[..., None], float("inf")).amin(-1), atol=1e-4)
 
 
 def test_exact_nearest_codes_equals_float64_brute_force():
