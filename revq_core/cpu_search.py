@@ -171,54 +171,54 @@ inline void chunk_minima(const float* scaled, const float* codes_t, const float*
   }
 }
 
-// The first tile of a codebook, [0, end), for rows [0, rows) that have seen no code yet. Scanning it like
-// the others would re-score about 2 ln(chunks) of its chunks per row (the runner-up starts at +inf), so
-// instead every chunk's minimum is kept, only the chunk holding the smallest is re-scored (the first such
-// chunk: ties keep the lowest id), and the runner-up is then the smaller of that chunk's runner-up and the
-// smallest minimum of the other chunks.
+// Folds one tile into row r's best two, given each chunk's lane-wise minimum for that row (minima[j][r],
+// ``chunks`` chunks from ``begin``): only the chunk holding the tile's smallest score is re-scored (the
+// first such chunk: on ties the lowest id), and the runner-up is then also compared with the smallest
+// minimum of the other chunks. That is exact: every other score of the tile is at least that minimum,
+// so none of them can be among the two smallest. Not inlined: it runs rarely (and on a random row).
 template <int64_t kDim>
-void scan_first_tile(const float* scaled, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
-                     int64_t end, int64_t dim, float* best, float* second, int64_t* best_id,
-                     LinePrefetcher& prefetcher) {
-  float minima[kRows][kMaxTileChunks];
-  const int64_t chunks = end / kChunk;
-  for (int64_t j = 0; j < chunks; ++j) {
-    prefetcher.step();
-    Vec chunk_min[kRows];
-    chunk_minima<kDim>(scaled, codes_t, sq_norms, stride, j * kChunk, dim, chunk_min);
-    for (int64_t r = 0; r < kRows; ++r) minima[r][j] = lane_min(chunk_min[r]);
+__attribute__((noinline)) void fold_tile(const Vec (*minima)[kRows], int64_t chunks, int64_t r, const float* scaled,
+                                         const float* codes_t, const float* sq_norms, int64_t stride, int64_t begin,
+                                         int64_t first_id, int64_t dim, float& best, float& second, int64_t& best_id) {
+  int64_t smallest = 0;
+  float smallest_min = lane_min(minima[0][r]), others = kInf;
+  for (int64_t j = 1; j < chunks; ++j) {
+    const float chunk_min = lane_min(minima[j][r]);
+    others = std::min(others, chunk_min < smallest_min ? smallest_min : chunk_min);
+    smallest = chunk_min < smallest_min ? j : smallest;
+    smallest_min = std::min(smallest_min, chunk_min);
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t smallest = 0;
-    for (int64_t j = 1; j < chunks; ++j) smallest = minima[r][j] < minima[r][smallest] ? j : smallest;
-    float others = kInf;
-    for (int64_t j = 0; j < chunks; ++j) others = j == smallest ? others : std::min(others, minima[r][j]);
-    rescore_chunk<kDim>(scaled + r * dim, codes_t, sq_norms, stride, smallest * kChunk, 0, dim, best[r], second[r],
-                        best_id[r]);
-    second[r] = std::min(second[r], others);
-  }
+  rescore_chunk<kDim>(scaled, codes_t, sq_norms, stride, begin + smallest * kChunk, first_id, dim, best, second,
+                      best_id);
+  second = std::min(second, others);
 }
 
-// Codes [begin, end) (multiples of kChunk) against rows [0, rows) of a block of kRows scaled tokens.
-// best/second/best_id: each row's best score so far, its id, the runner-up. The hot loop keeps only each
-// chunk's minimum; a chunk is re-scored with full bookkeeping when it holds a score below the runner-up,
-// i.e. rarely once a few chunks are seen (a chunk is visited in increasing id order: ties keep the lowest id).
+// Codes [begin, end) (multiples of kChunk, at most one tile) against rows [0, rows) of a block of kRows
+// scaled tokens. best/second/best_id: each row's best score so far, its id, the runner-up. The hot loop
+// keeps only each chunk's minimum; a row whose smallest score in the tile beats its runner-up folds the
+// tile in with ``fold_tile``, which re-scores one chunk: once per row in a codebook's first tile, rarely
+// after (about 2 ln(tiles) times per codebook). Tiles come in increasing id order: ties keep the lowest id.
 template <int64_t kDim>
 void scan_block(const float* scaled, int64_t rows, const float* codes_t, const float* sq_norms, int64_t stride,
                 int64_t begin, int64_t end, int64_t first_id, int64_t runtime_dim, float* best, float* second,
                 int64_t* best_id, LinePrefetcher& prefetcher) {
   const int64_t dim = kDim > 0 ? kDim : runtime_dim;
-  if (begin == 0 && first_id == 0)
-    return scan_first_tile<kDim>(scaled, rows, codes_t, sq_norms, stride, end, dim, best, second, best_id, prefetcher);
-  for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
+  const int64_t chunks = (end - begin) / kChunk;
+  Vec minima[kMaxTileChunks][kRows], tile_min[kRows];
+  for (int64_t r = 0; r < kRows; ++r) tile_min[r] = kInf - Vec{};
+  for (int64_t j = 0; j < chunks; ++j) {
     prefetcher.step();
-    Vec chunk_min[kRows];
-    chunk_minima<kDim>(scaled, codes_t, sq_norms, stride, chunk, dim, chunk_min);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (!any_below(chunk_min[r], second[r])) continue;
-      rescore_chunk<kDim>(scaled + r * dim, codes_t, sq_norms, stride, chunk, first_id, dim, best[r], second[r],
-                          best_id[r]);
+    Vec chunk_min[kRows];  // in registers during the hot loop, then stored
+    chunk_minima<kDim>(scaled, codes_t, sq_norms, stride, begin + j * kChunk, dim, chunk_min);
+    for (int64_t r = 0; r < kRows; ++r) {
+      minima[j][r] = chunk_min[r];
+      tile_min[r] = chunk_min[r] < tile_min[r] ? chunk_min[r] : tile_min[r];
     }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (!any_below(tile_min[r], second[r])) continue;
+    fold_tile<kDim>(minima, chunks, r, scaled + r * dim, codes_t, sq_norms, stride, begin, first_id, dim, best[r],
+                    second[r], best_id[r]);
   }
 }
 
