@@ -12,11 +12,12 @@ the result is exactly the brute-force argmin.
 
 How it is fast (benchmarks/README.md has the measurements):
 - codes are scored 16 at a time (one vector) for 8 tokens sharing each load of codes;
-- the hot loop keeps only a running minimum per token over a chunk of 128 codes; the chunk is
-  scored again with full best / id / runner-up bookkeeping only when that minimum beats the token's
-  runner-up so far, which becomes rare after the first chunks (about 2 ln(K / 128) times per token);
+- the hot loop keeps only a running minimum per token over each chunk of 128 codes; once per cache
+  tile a token compares the tile's smallest score with its runner-up so far, and only when it beats
+  it is one chunk (the one holding that score) scored again with full best / id / runner-up
+  bookkeeping: once per token in the first tile, rarely after (about 2 ln(tiles) times per token);
   that re-scoring has no data-dependent branches (lane-wise best two, then merged), since which
-  chunks need it is random and the CPU would mispredict it;
+  tokens need it is random and the CPU would mispredict it;
 - each group's codebook is transposed once to (D, K) and scanned in L1-sized tiles, every tile by
   all tokens of the group in turn, so the codes stream from memory once per group; the next tile is
   prefetched into L2 while one is scanned;
