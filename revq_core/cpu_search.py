@@ -541,7 +541,7 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v15", cpp_sources=[_SOURCE],
+                _module = load_inline(name="revq_cpu_search_v16", cpp_sources=[_SOURCE],
                                       functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
