@@ -432,8 +432,9 @@ Dispatch dispatch(int64_t dim) {
 // tokens (G, N, D), codes (G, K, D): float32, contiguous.
 // Returns best score (G, N), best code id (G, N) int64, runner-up score (G, N), largest ||c||^2 (G,).
 // Scores are ||c||^2 - 2 x.c. unit_roundoff > 0: the ids of rows whose runner-up is within the rounding
-// bound are replaced by their exact float64 nearest code (rerank_near_ties), so the ids are exact. Many groups: threads take whole groups, each preparing its codebook one
-// cache-sized tile at a time; few groups: all codebooks are prepared first and threads split the rows.
+// bound are replaced by their exact float64 nearest code (rerank_near_ties), so the ids are exact.
+// Many groups: threads claim runs of whole groups, each preparing its codebook one cache-sized tile at a
+// time; few groups: all codebooks are prepared first and threads split the rows.
 std::vector<torch::Tensor> best_two(torch::Tensor tokens, torch::Tensor codes, double unit_roundoff) {
   TORCH_CHECK(tokens.dim() == 3 && codes.dim() == 3, "tokens (G, N, D) and codes (G, K, D) expected");
   TORCH_CHECK(tokens.scalar_type() == torch::kFloat && codes.scalar_type() == torch::kFloat, "float32 only");

@@ -59,7 +59,8 @@ def nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_m
 
 
 @torch.no_grad()
-def brute_force_nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor, memory_mb: int = 1024) -> torch.Tensor:
+def brute_force_nearest_codes(grouped_tokens: torch.Tensor, codebook: torch.Tensor,
+                              memory_mb: int = 1024) -> torch.Tensor:
     """The float64 reference the fast paths are checked against (tests, benchmarks): for every token the
     first k minimising sum_d (x_d - c_kd)^2, from all differences in float64. Slow: G * N * K * D float64
     differences, made a few groups at a time (at most ``memory_mb``).
