@@ -65,18 +65,6 @@ inline int64_t padded_to_chunks(int64_t count) { return (count + kChunk - 1) / k
 
 inline Vec load(const float* address) { return *reinterpret_cast<const UnalignedVec*>(address); }
 
-inline bool any_below(Vec values, float threshold) {
-#if defined(__AVX512F__)
-  return _mm512_cmp_ps_mask(reinterpret_cast<__m512&>(values), _mm512_set1_ps(threshold), _CMP_LT_OQ) != 0;
-#else
-  float smallest = values[0];
-  for (int64_t lane = 1; lane < kLanes; ++lane) smallest = std::min(smallest, values[lane]);
-  return smallest < threshold;
-#endif
-}
-
-typedef int32_t Ids __attribute__((vector_size(64)));  // 16 code ids, lane by lane
-
 // Smallest lane (AVX-512: one reduction; elsewhere a loop).
 inline float lane_min(Vec values) {
 #if defined(__AVX512F__)
@@ -87,6 +75,16 @@ inline float lane_min(Vec values) {
   return smallest;
 #endif
 }
+
+inline bool any_below(Vec values, float threshold) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask(reinterpret_cast<__m512&>(values), _mm512_set1_ps(threshold), _CMP_LT_OQ) != 0;
+#else
+  return lane_min(values) < threshold;
+#endif
+}
+
+typedef int32_t Ids __attribute__((vector_size(64)));  // 16 code ids, lane by lane
 
 inline int32_t lane_min(Ids values) {
 #if defined(__AVX512F__)
