@@ -13,6 +13,7 @@ def check_latents(latents: torch.Tensor, latent_shape: tuple[int, int, int], nam
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, {', '.join(map(str, latent_shape))}), "
                         f"got {type(latents).__name__}.")
+    check_has_data(latents, name)
     if latents.ndim == 3 and tuple(latents.shape) == tuple(latent_shape):
         raise ValueError(f"{name} has shape {tuple(latents.shape)}, a single latent without a batch dimension; "
                          f"use {name}.unsqueeze(0) to make a batch of one.")
@@ -33,6 +34,20 @@ def check_latents(latents: torch.Tensor, latent_shape: tuple[int, int, int], nam
     check_finite(latents, name)
 
 
+def check_has_data(tensor: torch.Tensor, name: str) -> None:
+    """Raise if ``tensor`` lives on the 'meta' device: it has a shape but no values to compute with."""
+    if tensor.is_meta:
+        raise ValueError(f"{name} is on device 'meta': it has a shape {tuple(tensor.shape)} but holds no data. "
+                         f"Pass a materialized tensor (load the real values onto 'cpu' or 'cuda'); a model built "
+                         f"under torch.device('meta') needs model.to_empty(device=...) and its real weights loaded.")
+
+
+def check_not_empty(tensor: torch.Tensor, name: str) -> None:
+    """Raise if the batch ``tensor`` (B, ...) holds no item (B = 0)."""
+    if tensor.ndim and tensor.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(tensor.shape)}, B = 0): pass at least one item.")
+
+
 def check_finite(tensor: torch.Tensor, name: str) -> None:
     """Raise if ``tensor`` holds NaN or Inf, saying how many and where the first one is."""
     finite = torch.isfinite(tensor)
@@ -49,6 +64,7 @@ def check_codes(codes: torch.Tensor, tokens_per_image: int, codes_per_group: int
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, {tokens_per_image}), got {type(codes).__name__}.")
     if codes.is_floating_point() or codes.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor (token ids), got dtype {codes.dtype}.")
+    check_has_data(codes, name)
     if codes.ndim != 2 or codes.shape[1] != tokens_per_image:
         raise ValueError(f"{name} must have shape (B, {tokens_per_image}) (one id per token), got {tuple(codes.shape)}.")
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codes_per_group):

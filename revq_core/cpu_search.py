@@ -540,8 +540,12 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _module = load_inline(name="revq_cpu_search_v16", cpp_sources=[_SOURCE],
-                                      functions=["best_two", "exact_nearest"], extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                # $REVQ_CPU_KERNEL_ARCH (default native) builds for another -march, e.g. x86-64-v3: the AVX2
+                # path on an AVX-512 machine, as the notebooks' cross-machine checks run it (notebooks/README.md)
+                arch = os.environ.get("REVQ_CPU_KERNEL_ARCH", "native")
+                suffix = "" if arch == "native" else "_" + "".join(c if c.isalnum() else "_" for c in arch)
+                _module = load_inline(name=f"revq_cpu_search_v16{suffix}", cpp_sources=[_SOURCE],
+                                      functions=["best_two", "exact_nearest"], extra_cflags=["-O3", f"-march={arch}", "-fopenmp"],
                                       extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
                 _failed = True

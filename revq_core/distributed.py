@@ -122,6 +122,15 @@ def _all_reduce_in_place(tensor: torch.Tensor) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def gather_objects(item) -> list:
+    """Every rank's ``item`` (any picklable object), in rank order, on every rank: ``[item]`` without a group."""
+    if not is_distributed():
+        return [item]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, item)
+    return gathered
+
+
 def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
     if is_distributed():

@@ -3,6 +3,8 @@
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add,
 matmuls and convolutions only: norms and activations are not counted). Models are built on the
 ``meta`` device, so nothing is allocated or computed: counting DC-AE at 256 x 256 takes a second.
+The nearest-code search of a ReVQ quantizer is counted from its shapes (``search_flops``), since
+FlopCounterMode does not see the fused C++ / Triton kernels that run it.
 
 Every FLOP and every parameter is assigned to the spatial resolution of the module that does or
 holds it (its output's H, or its input's where the output is not an image), so the cost of a
@@ -88,11 +90,57 @@ class EncoderDecoder(nn.Module):
 
 # ---- counting ----------------------------------------------------------------------------------
 
+def search_flops(num_tokens: int, codes_per_group: int, code_dim: int) -> int:
+    """FLOPs of the exact nearest-code search of ``num_tokens`` tokens (all images and positions together).
+
+    Each token is scored against the K codes of its codebook by the distance matmul ``||c||^2 - 2 x.c``:
+    K x D multiply-adds, 2 FLOPs each; for B images of T tokens of dimension D, 2 x B x T x K x D (whatever
+    the number of groups). The code norms, the argmin and the float64 re-rank of rare near ties are not
+    counted, as norms and activations are not.
+    """
+    return 2 * num_tokens * codes_per_group * code_dim
+
+
 def count_flops(module: nn.Module, *inputs) -> int:
-    """Total forward FLOPs of ``module(*inputs)``, 2 per multiply-add (matmuls and convolutions)."""
+    """Total forward FLOPs of ``module(*inputs)``, 2 per multiply-add (matmuls and convolutions), the
+    nearest-code searches of its quantizers included (``count_flops_by_kind``)."""
+    counts = count_flops_by_kind(module, *inputs)
+    return counts["search"] + counts["layers"]
+
+
+def count_flops_by_kind(module: nn.Module, *inputs) -> dict[str, int]:
+    """Forward FLOPs of ``module(*inputs)`` as {"search": ..., "layers": ...}, 2 per multiply-add.
+
+    "search": the nearest-code search of every revq ``Quantizer`` called inside (``quantizer(latent)``,
+    ``module`` itself or a submodule), counted from its shapes by ``search_flops`` whichever kernel runs it.
+    FlopCounterMode counts the torch matmul fallback but sees nothing of the fused C++ (``cpu_search``) or
+    Triton (``gpu_search``) kernels, so whatever it counted inside a quantizer call is replaced by that
+    number (the quantizer's code lookup and loss do no matmul). "layers": every other matmul and convolution.
+    """
+    from .quantizer import Quantizer
+
+    quantizer_calls = []  # (FLOPs FlopCounterMode counted inside the call, its search's FLOPs from the shapes)
+    counted_before_call = []
     with FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return int(counter.get_total_flops())
+        def before_quantizer(quantizer, args) -> None:
+            counted_before_call.append(counter.get_total_flops())
+
+        def after_quantizer(quantizer, args, output) -> None:
+            counted_inside = counter.get_total_flops() - counted_before_call.pop()
+            searched = search_flops(output.codes.numel(), quantizer.codes_per_group, quantizer.code_dim)
+            quantizer_calls.append((counted_inside, searched))
+
+        quantizers = [submodule for submodule in module.modules() if isinstance(submodule, Quantizer)]
+        hooks = [hook for quantizer in quantizers for hook in (quantizer.register_forward_pre_hook(before_quantizer),
+                                                                quantizer.register_forward_hook(after_quantizer))]
+        try:
+            module(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    counted_in_quantizers = sum(counted for counted, _ in quantizer_calls)
+    return {"search": sum(searched for _, searched in quantizer_calls),
+            "layers": int(counter.get_total_flops() - counted_in_quantizers)}
 
 
 def _first_tensor(output):
@@ -243,7 +291,8 @@ BACKWARD_FACTOR = 3  # forward + backward of a training step ~ 3 x forward FLOPs
 
 def latent_step_flops(model: nn.Module, latent: torch.Tensor) -> int:
     """FLOPs per training step of a ReVQ ``model`` on a real, normalized latent batch (B, C, H, W):
-    ``BACKWARD_FACTOR`` x the forward FLOPs (quantizer nearest-code search + loss + rectifier).
+    ``BACKWARD_FACTOR`` x the forward FLOPs (``count_flops``: the quantizer's nearest-code search, counted
+    from its shapes, + the rectifier).
 
     The backward pass is estimated, not counted: FlopCounterMode's formula for ``convolution_backward``
     ignores ``groups`` and overcounts the depthwise 5 x 5 convolutions of EfficientViT blocks about

@@ -169,18 +169,41 @@ def _merge_statistics(path: Path, world: int) -> None:
 
 def load_latent_cache(path: str | os.PathLike) -> torch.Tensor:
     """The latents (N, C, h, w) float32 of a complete cache, memory-mapped copy-on-write (the file is never
-    modified; pages are read when indexed)."""
+    modified; pages are read when indexed). Raises ValueError naming the file if it is truncated or not a
+    .npy array of shape (N, C, h, w)."""
     path = Path(path)
     _require_complete(path)
-    return torch.from_numpy(np.load(path, mmap_mode="c"))
+    try:
+        latents = np.load(path, mmap_mode="c", allow_pickle=False)
+    except Exception as error:  # numpy raises ValueError, OSError, EOFError, ... depending on the damage
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "pickle" in first_line:  # numpy's advice to load it unsafely: not for a latent cache
+            first_line = "no .npy header"
+        raise ValueError(f"{path} is not a readable .npy latent cache ({first_line}): it is truncated or not a "
+                         f".npy file. Delete it and its .stats.npz, then write it again with encode_to_cache(...)."
+                         ) from None
+    if latents.ndim != 4:
+        raise ValueError(f"{path} holds an array of shape {latents.shape}, not latents (N, C, h, w); was it written "
+                         f"by encode_to_cache?")
+    return torch.from_numpy(latents)
 
 
 def latent_cache_statistics(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, population variance), each (C, h, w) float32, computed while the cache was written."""
     path = Path(path)
     _require_complete(path)
-    with np.load(_stats_path(path)) as saved:
-        return torch.from_numpy(saved["mean"]), torch.from_numpy(saved["var"])
+    try:
+        with np.load(_stats_path(path), allow_pickle=False) as saved:
+            return torch.from_numpy(saved["mean"]), torch.from_numpy(saved["var"])
+    except Exception as error:  # a truncated or foreign .npz: zipfile, numpy and key errors
+        raise ValueError(f"{_stats_path(path)} is not a readable statistics file ({type(error).__name__}): it is "
+                         f"truncated or damaged. Delete it and call encode_to_cache(...) again.") from None
+
+
+def cache_is_complete(path: str | os.PathLike) -> bool:
+    """True if the cache at ``path`` is finished (its statistics file exists): ``load_latent_cache`` reads it."""
+    path = Path(path)
+    return path.is_file() and _stats_path(path).is_file()
 
 
 def _require_complete(path: Path) -> None:

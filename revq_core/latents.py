@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from revq_core.data import ImageFolderDataset, build_photo_dataset, cache_dir
+from revq_core.latent_cache import cache_is_complete, encode_to_cache, load_latent_cache
 from revq_core.vae import embedded_vae_dir, encode, load_vae
 
 
@@ -70,16 +71,27 @@ def save_latents(path: str | os.PathLike, latents: torch.Tensor, metadata: dict 
 
 
 def load_latents(path: str | os.PathLike) -> torch.Tensor:
-    """Read latents (N, C, h, w) written by ``save_latents``."""
+    """Read latents (N, C, h, w) written by ``save_latents``.
+
+    Raises FileNotFoundError if there is no file, ValueError naming the file if it is truncated, not a
+    safetensors file, or holds no tensor named ``latents``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No latent cache at {path}. Make one with encode_dataset(...) + save_latents(...), "
                                 f"or embedded_latents(...) for the embedded photo set.")
-    with safe_open(str(path), framework="pt") as file:
-        if "latents" not in file.keys():
-            raise ValueError(f"{path} holds no tensor named 'latents' (found {list(file.keys())}); "
-                             f"was it written by save_latents?")
-        return file.get_tensor("latents")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            names = list(file.keys())
+            latents = file.get_tensor("latents") if "latents" in names else None
+    except Exception as error:  # safetensors raises its own SafetensorError (header, size, dtype problems)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable safetensors latent file ({first_line}): it is truncated or not "
+                         f"a safetensors file. Delete it and write it again with save_latents(...) (a cache made "
+                         f"by embedded_latents or encode_image_folder is re-encoded when missing).") from None
+    if latents is None:
+        raise ValueError(f"{path} holds no tensor named 'latents' (found {names}); was it written by save_latents?")
+    return latents
 
 
 def latent_statistics(latents: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 4096,
@@ -177,14 +189,24 @@ def encode_image_folder(vae, root: str | os.PathLike, image_size: int = 256, bat
                         progress: bool = True) -> torch.Tensor:
     """Latents of an ImageNet-layout folder (short side resized to ``image_size``, centre crop).
 
-    With ``cache_path`` the latents are read from it when it exists, else encoded and written to it.
-    Returns float32 latents (N, C, image_size / f, image_size / f), in the folder's sorted order.
+    With ``cache_path`` the latents are read from it when it exists, else encoded and written to it. A ``.npy``
+    path is the memory-mapped, resumable cache of ``revq_core.latent_cache`` (for ImageNet: latents written
+    batch by batch, never all in RAM, an interrupted encoding resumes where it stopped, statistics in
+    ``latent_cache_statistics``); any other path (``.safetensors``) is written whole at the end.
+    Returns float32 latents (N, C, image_size / f, image_size / f), in the folder's sorted order
+    (memory-mapped from the file for a ``.npy`` cache).
     """
+    if cache_path is not None and Path(cache_path).suffix == ".npy":
+        if not cache_is_complete(cache_path):  # listing and checking a folder of ImageNet's size takes minutes
+            encode_to_cache(vae, ImageFolderDataset(root, size=image_size), cache_path, batch_size, num_workers,
+                            progress=progress)
+        return load_latent_cache(cache_path)
     if cache_path is not None and Path(cache_path).is_file():
         return load_latents(cache_path)
     dataset = ImageFolderDataset(root, size=image_size)
     latents = encode_dataset(vae, dataset, batch_size, num_workers=num_workers, progress=progress)
     if cache_path is not None:
+        vae_config = json.dumps(dict(vae.config), default=str)  # default: paths (a VAE loaded from a directory)
         save_latents(cache_path, latents, {"root": str(Path(root).resolve()), "image_size": image_size,
-                                           "num_images": len(dataset), "vae": json.dumps(dict(vae.config))[:4000]})
+                                           "num_images": len(dataset), "vae": vae_config[:4000]})
     return latents

@@ -5,21 +5,70 @@ Two data sources, one interface:
 - ``data="<imagenet root>"``: ``root/train`` and ``root/val`` in ImageNet layout (``root/<split>/<class>/<img>``),
   centre-cropped to 256 x 256 and encoded once with the given VAE into ``cache_dir()`` (reused next time).
 
-    data = prepare_data(vae_name=None, data=None)           # DataSplits(train_latents, val_latents, eval_images)
+    check_run_setup("cpu", "runs/demo")                     # fail at once on a bad device or output_dir
+    data = prepare_data(vae=None, data=None)                # DataSplits(train_latents, val_latents, eval_images)
     results, notes = evaluate_tokenizer(model, vae, data.eval_images)
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from .data import ImageFolderDataset, build_photo_dataset, cache_dir
+from .evaluate import Evaluator, perceptual_networks
 from .latents import embedded_latents, encode_image_folder
-from .metrics import MissingDependencyError, MissingWeightsError, ReconstructionMetrics
+from .metrics import to_unit_range
 from .vae import decode, encode, load_vae
+
+
+def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | None, config=None) -> None:
+    """Fail before any work if ``device`` cannot run here or ``output_dir`` cannot be a directory we write.
+
+    Raises (one line each): ValueError for a device string torch does not know or the 'meta' device,
+    RuntimeError for CUDA / MPS asked for on a machine without it (or a CUDA index past the last GPU),
+    NotADirectoryError if ``output_dir`` or one of its parents is an existing file, PermissionError if
+    the directory that would hold it is not writable. ``output_dir=None`` (no files written) passes.
+    With ``config`` (a ``TrainConfig``) its fields are checked too, as ``train()`` does at its start.
+    """
+    if config is not None:
+        from .train import _check_config
+
+        _check_config(config)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device ({str(error).splitlines()[0]}); use 'cpu', "
+                         f"'cuda' or 'cuda:<index>'.") from None
+    if parsed.type == "meta":
+        raise ValueError("device 'meta' holds no data and cannot train; use 'cpu' or 'cuda'.")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+            raise RuntimeError(f"device {device!r} was asked for, but CUDA is not available on this machine ({build}); "
+                               f"use device 'cpu', or install a CUDA build of torch on a machine with an NVIDIA GPU.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                               f"CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device!r} was asked for, but MPS (Apple GPU) is not available on this machine; "
+                           f"use device 'cpu'.")
+    if output_dir is None:
+        return
+    path = Path(output_dir).expanduser()
+    for existing in (path, *path.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        what = "output_dir" if existing == path else f"output_dir's parent {str(existing)!r}"
+        raise NotADirectoryError(f"{what} is an existing file, not a directory (output_dir={str(output_dir)!r}): "
+                                 f"choose another output_dir, or move the file away.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output_dir {str(output_dir)!r} cannot be written: {str(existing)!r} is not writable "
+                              f"by this user; choose another output_dir.")
 
 
 class DataSplits(NamedTuple):
@@ -49,10 +98,11 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
                                     f"train/<class>/<image> and val/<class>/<image> (or None for the embedded photos).")
     if vae is None:
         raise ValueError("an image folder needs the VAE that encodes it: pass vae=load_vae(<hub id or directory>).")
-    vae_key = hashlib.sha1(repr(sorted(dict(vae.config).items())).encode()).hexdigest()[:10]
+    vae_key = _vae_key(vae)
     latents = {}
-    for split in ("train", "val"):
-        cache_path = cache_dir() / f"latents_{root.name}_{split}_{image_size}_vae{vae_key}.safetensors"
+    for split in ("train", "val"):  # "bilinear": resize_center_crop's resampling (older caches were bicubic)
+        # .npy: the memory-mapped, resumable cache (ImageNet's train latents do not fit in RAM twice)
+        cache_path = cache_dir() / f"latents_{root.name}_{split}_{image_size}_bilinear_vae{vae_key}.npy"
         latents[split] = encode_image_folder(vae, root / split, image_size, cache_path=cache_path, progress=progress)
     val_images = ImageFolderDataset(root / "val", size=image_size)
     count = min(num_eval_images, len(val_images))
@@ -61,6 +111,16 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
 
 
 @torch.no_grad()
+def _vae_key(vae) -> str:
+    """A short hash of the VAE's config and weights (the first values of every parameter tensor): latents cached
+    for one VAE are never reused for another with the same architecture (sana-1.0 vs 1.1, random weights)."""
+    digest = hashlib.sha1(repr(sorted(dict(vae.config).items())).encode())
+    with torch.no_grad():
+        for parameter in vae.parameters():
+            digest.update(parameter.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:10]
+
+
 def reconstruct_images(model, vae, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(VAE-only, ReVQ) reconstructions of images (N, 3, H, W) in [-1, 1], both (N, 3, H, W) on the CPU."""
     latents = encode(vae, images, batch_size)  # (N, C, h, w)
@@ -71,46 +131,57 @@ def reconstruct_images(model, vae, images: torch.Tensor, batch_size: int = 64) -
 
 def evaluate_tokenizer(model, vae, images: torch.Tensor, batch_size: int = 64, lpips_weights=None,
                        rfid_weights=None) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Pixel metrics of the VAE alone and of ReVQ (VAE + tokens) against the originals.
+    """Pixel metrics of the VAE alone and of ReVQ (VAE + tokens) against the originals, under both protocols.
 
-    Returns ({"vae": metrics, "revq": metrics}, notes). Metrics: psnr_rgb, psnr_y, ssim_rgb, ssim_y, and
-    lpips / rfid when their weights and packages are on this machine; otherwise ``notes`` says, in one
-    line each, what is missing and where to put it (PSNR and SSIM are always computed).
+    images: (N, 3, H, W) in [-1, 1]. Returns ({"vae": metrics, "revq": metrics}, notes). Metrics:
+    - the paper protocol (``revq_core.evaluate``), the only numbers to set beside the paper's:
+      ``paper_psnr`` (PSNR of the red channel) and ``paper_ssim`` (SSIM of the YIQ luma), on
+      reconstructions rounded to 8 bits;
+    - the standard protocol: ``psnr_rgb``, ``psnr_y``, ``ssim_rgb``, ``ssim_y`` (RGB and BT.601 luma);
+    - lpips, rfid and inception_score (shared by both) when their weights and packages are on this
+      machine; otherwise ``notes`` says, in one line each, what is missing and where to put it.
+    ``num_images`` too. The in-memory counterpart of ``revq_core.evaluate.evaluate_image_folder``.
     """
     vae_images, revq_images = reconstruct_images(model, vae, images, batch_size)
-    use_lpips, use_rfid, notes = _available_perceptual_metrics(lpips_weights, rfid_weights)
+    lpips_net, inception_net, missing = perceptual_networks(lpips_weights=lpips_weights,
+                                                            rfid_weights=rfid_weights)
+    evaluator = Evaluator(("vae", "revq"), lpips=lpips_net, inception=inception_net)
+    for start in range(0, len(images), batch_size):
+        part = slice(start, start + batch_size)
+        evaluator.update(to_unit_range(images[part]), {"vae": to_unit_range(vae_images[part]),
+                                                       "revq": to_unit_range(revq_images[part])})
+    computed = evaluator.compute()
+    missing.update(computed["missing_metrics"])
     results = {}
-    for name, reconstructions in (("vae", vae_images), ("revq", revq_images)):
-        metrics = ReconstructionMetrics(value_range=(-1.0, 1.0), lpips=use_lpips, rfid=use_rfid,
-                                        lpips_weights=lpips_weights, rfid_weights=rfid_weights)
-        for start in range(0, len(images), batch_size):
-            metrics.update(reconstructions[start:start + batch_size], images[start:start + batch_size])
-        results[name] = metrics.compute()
+    for name in ("vae", "revq"):
+        paper = computed["protocols"]["paper"][name]
+        results[name] = {"paper_psnr": paper["psnr"], "paper_ssim": paper["ssim"],
+                         **computed["protocols"]["standard"][name], "num_images": computed["num_images"]}
+    notes = []
+    if "lpips" in missing:
+        notes.append(f"LPIPS skipped: {missing['lpips']}")
+    if "rfid" in missing:
+        notes.append(f"rFID skipped (and the Inception Score): {missing['rfid']}")
     return results, notes
 
 
-def _available_perceptual_metrics(lpips_weights, rfid_weights) -> tuple[bool, bool, list[str]]:
-    """Which of LPIPS / rFID can run here, and a note for each that cannot."""
-    from .metrics import fid_metric, lpips_network
-
-    available, notes = [], []
-    for name, build in (("LPIPS", lambda: lpips_network(lpips_weights)), ("rFID", lambda: fid_metric(rfid_weights))):
-        try:
-            build()
-            available.append(True)
-        except (MissingWeightsError, MissingDependencyError) as error:
-            available.append(False)
-            notes.append(f"{name} skipped: {error}")
-    return available[0], available[1], notes
+RESULT_COLUMNS = ("paper_psnr", "paper_ssim", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lpips", "rfid",
+                  "inception_score")
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    """An aligned text table of ``evaluate_tokenizer`` results, numbers rounded for stable printing."""
-    columns = [key for key in ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lpips", "rfid")
-               if all(key in scores for scores in results.values())]
-    lines = [f"{'':6s}" + "".join(f"{column:>10s}" for column in columns)]
+    """An aligned text table of ``evaluate_tokenizer`` results, numbers rounded for stable printing.
+
+    One row per source (vae, revq); the paper protocol's columns first, then the standard protocol's,
+    then the shared ones; a last line says what each protocol measures.
+    """
+    columns = [key for key in RESULT_COLUMNS if all(key in scores for scores in results.values())]
+    lines = [f"{'':6s}" + "".join(f"{column:>11s}" for column in columns)]
     for name, scores in results.items():
-        lines.append(f"{name:6s}" + "".join(f"{scores[column]:10.3f}" for column in columns))
+        lines.append(f"{name:6s}" + "".join(f"{scores[column]:11.3f}" for column in columns))
+    lines.append("paper_*: the paper's protocol (PSNR of the red channel, SSIM of the YIQ luma, 8-bit "
+                 "reconstructions), the numbers to compare with the paper's; psnr/ssim_rgb and _y: the standard "
+                 "protocol (RGB and BT.601 luma).")
     return "\n".join(lines)
 
 

@@ -20,8 +20,10 @@ def figures_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """``<repo>/runs`` (gitignored): trained models and histories written by notebooks."""
-    path = REPO_ROOT / "runs"
+    """``<repo>/runs`` (gitignored; or ``$REVQ_RUNS_DIR``: the test session sets it to a fresh folder, so that
+    notebooks run by ``pytest --nbval`` train from scratch instead of resuming an earlier run's checkpoint):
+    trained models and histories written by notebooks, created if missing."""
+    path = Path(os.environ.get("REVQ_RUNS_DIR") or REPO_ROOT / "runs")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import check_codes, check_latents
+from .checks import check_codes, check_latents, check_not_empty
 from .search import nearest_codes
 
 SPLITS = ("channel", "spatial", "single")
@@ -223,27 +223,32 @@ class Quantizer(nn.Module):
     @torch.no_grad()
     def init_from_samples(self, latents: torch.Tensor, method: str = "samples", kmeans_iters: int = 10,
                           generator: torch.Generator | None = None) -> None:
-        """Set each codebook from training data: latents (N, C, H, W).
+        """Set each codebook from training data: latents (N, C, H, W), N >= 1, any N.
 
-        ``samples`` (the paper): the K codes of group g are copies of group-g tokens drawn without
-        replacement from the N * T/G available. ``kmeans``: start there, then ``kmeans_iters`` Lloyd
-        steps per group (empty clusters keep their code).
+        ``samples`` (the paper): the K codes of group g are copies of group-g tokens of ``latents`` (there are
+        M = N * T/G of them). Where M >= K they are K distinct tokens, drawn without replacement; where M < K
+        they are drawn with replacement, as the authors draw theirs from a cached subset of training latents
+        (so any K works with any amount of data; the duplicate codes are spread out by the first resets).
+        ``kmeans``: start there, then ``kmeans_iters`` Lloyd steps per group (empty clusters keep their code).
+        The draws come from ``generator`` (default: seeded with 0), group after group.
         """
         if method not in ("samples", "kmeans"):
             raise ValueError(f"method must be 'samples' or 'kmeans', got {method!r}.")
         check_latents(latents, self.latent_shape)
-        grouped = self.group_tokens(self.to_tokens(latents.to(self.codebook.dtype)))  # (G, M, D) on latents' device
-        samples_per_group = grouped.shape[1]
-        if samples_per_group < self.codes_per_group:
-            raise ValueError(
-                f"init_from_samples needs at least K = {self.codes_per_group} tokens per codebook, got "
-                f"{samples_per_group} ({latents.shape[0]} latents x {self.tokens_per_image // self.num_groups} "
-                f"tokens per group). Pass more latents or use a smaller codes_per_group.")
+        check_not_empty(latents, "latents (init_from_samples needs at least one training latent)")
+        tokens = self.to_tokens(latents)  # (N, T, D): a view of latents for the channel and single splits
+        tokens_per_group = self.tokens_per_image // self.num_groups
+        by_group = tokens.reshape(latents.shape[0], tokens_per_group, self.num_groups, self.code_dim)
         generator = generator or torch.Generator().manual_seed(0)
         for group in range(self.num_groups):
-            picks = torch.randperm(samples_per_group, generator=generator)[: self.codes_per_group]
-            self.codebook[group] = grouped[group, picks.to(grouped.device)].to(self.codebook.device)
+            samples = by_group[:, :, group].flatten(0, 1)  # (M, D), M = N * T/G, in group_tokens' order
+            if samples.shape[0] >= self.codes_per_group:
+                picks = torch.randperm(samples.shape[0], generator=generator)[: self.codes_per_group]
+            else:
+                picks = torch.randint(samples.shape[0], (self.codes_per_group,), generator=generator)
+            self.codebook[group] = samples.index_select(0, picks.to(samples.device)).to(self.codebook)
         if method == "kmeans":
+            grouped = self.group_tokens(tokens.to(self.codebook.dtype))  # (G, M, D)
             self._kmeans(grouped.to(self.codebook.device), kmeans_iters)
 
     def _kmeans(self, grouped: torch.Tensor, iterations: int) -> None:

@@ -11,10 +11,12 @@ everything needed to resume to the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from . import cpu_threads, distributed
+from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
 from .checks import check_finite, check_latents
 from .model import ReVQ
 from .reset import CodeUsage, reset_unused_codes
+from .run_dir import CHECKPOINT, HISTORY, MODEL, RunDirectoryError, claim_run_directory
 
 
 @dataclass
@@ -55,7 +58,9 @@ class TrainConfig:
     reset_ratio: float = 0.2
     reset_noise: float = 0.1
     init: str = "samples"  # codebook init: "samples" (paper), "kmeans", or "random" (N(0, 1), no data)
-    init_latents: int | None = 50_000  # how many training latents the init draws from (None: all)
+    # How many training latents (a random subset) the codebook init draws its codes from; None: all. The
+    # authors cache 524,288 for it. Fewer tokens per group than K: codes drawn with replacement.
+    init_latents: int | None = 524_288
     seed: int = 42
     # machine
     device: str = "cpu"
@@ -79,7 +84,7 @@ PRESETS = {
     "paper_512T": TrainConfig(),
     "paper_256T_65k": TrainConfig(tokens_per_image=256, codes_per_group=65536, rectifier_width=1024,
                                   rectifier_depth=4),
-    "paper_256T_262k": TrainConfig(tokens_per_image=256, codes_per_group=262144, rectifier_width=1024,
+    "paper_256T_262k": TrainConfig(tokens_per_image=256, codes_per_group=262144, rectifier_width=512,
                                    rectifier_depth=4, batch_size=128),
     # The embedded default on a 2-core CPU: the paper's 512 tokens of D = 4, a smaller K and rectifier.
     # In ~1000 steps a rectifier this small cannot first learn the identity: measured, the paper's form
@@ -157,14 +162,22 @@ class History:
 def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.Tensor | None = None,
           output_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
           vae: str | None = None, progress: bool = True,
-          normalizer_statistics: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[ReVQ, History]:
+          normalizer_statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
+          overwrite: bool = False) -> tuple[ReVQ, History]:
     """Train ReVQ on VAE latents (N, C, H, W) and return (model, history).
 
     Normalization statistics come from ``train_latents``. With ``output_dir``, a checkpoint is written
-    after every epoch (``checkpoint.pt``), the history to ``history.json`` and the final model with
-    ``save_pretrained`` to ``output_dir/model``. ``resume=True`` continues from ``checkpoint.pt`` (same
-    config required) and gives the same weights as an uninterrupted run. ``stop_after`` ends this call
-    after that many epochs (a time-limited job); call again with ``resume=True`` to go on.
+    after every epoch (``checkpoint.pt``), the history to ``history.json`` (both atomically) and the final
+    model with ``save_pretrained`` to ``output_dir/model``. ``resume=True`` continues from ``checkpoint.pt``
+    and gives the same weights as an uninterrupted run; it needs the same config, the same training data
+    (number and shape of latents, normalizer statistics) and the same ``vae`` name, else a
+    ``CheckpointError`` names what differs; without a checkpoint it starts fresh. ``stop_after`` ends this
+    call after that many epochs (a time-limited job); call again with ``resume=True`` to go on.
+    An ``output_dir`` that already holds a run (checkpoint.pt, history.json or model/) is refused with a
+    ``run_dir.RunDirectoryError`` (a ``FileExistsError``) unless ``resume=True`` continues it or
+    ``overwrite=True`` deletes it and starts over. While training, ``output_dir/.lock`` (pid and host)
+    keeps other runs out (``run_dir.RunDirectoryLocked``); a lock and half-written temporaries left by a
+    killed run are taken over (with a warning) and deleted.
     ``train_latents`` may be memory-mapped (``revq_core.latent_cache.load_latent_cache``): batches are
     gathered from it, nothing holds it whole. ``normalizer_statistics`` = (mean, var), each (C, H, W),
     replaces the pass that fits the normalizer (e.g. ``latent_cache_statistics(path)``).
@@ -172,55 +185,62 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     Inside an initialized ``torch.distributed`` process group of N > 1 ranks (``revq_core.distributed``,
     e.g. under torchrun) every rank calls ``train`` with the same arguments and trains data-parallel:
     each takes a B/N shard of every global batch of B = ``config.batch_size``; only rank 0 writes files
-    (``output_dir`` must be the same shared directory on every rank for ``resume``).
+    and locks ``output_dir`` (which must be the same shared directory on every rank for ``resume``).
     """
     _check_inputs(config, train_latents, val_latents)
     distributed.check_divides_batch(config.batch_size, distributed.world_size())
+    if resume and overwrite:
+        raise ValueError("resume=True continues the run in output_dir, overwrite=True deletes it: pass only one.")
     progress = progress and distributed.is_main_process()
     writes_files = output_dir is not None and distributed.is_main_process()
     _configure_torch(config)
     device = torch.device(config.device)
     output_dir = Path(output_dir) if output_dir is not None else None
-    checkpoint_path = output_dir / "checkpoint.pt" if output_dir is not None else None
+    checkpoint_path = output_dir / CHECKPOINT if output_dir is not None else None
 
-    torch.manual_seed(config.seed)
-    model = build_model(config, vae).to(device)
-    set_in_place_codebook_grad(model, device)
-    if normalizer_statistics is None:
-        model.normalizer.fit(train_latents)
-    else:
-        model.normalizer.set_statistics(*normalizer_statistics)
-    optimizer, scheduler = _optimizer_and_scheduler(model, config)
-    usage = CodeUsage(model.quantizer.num_groups, config.codes_per_group, model.quantizer.group_of_token)
-    history, start_epoch = History(), 0
+    run_lock = claim_run_directory(output_dir, resume, overwrite) if writes_files else contextlib.nullcontext()
+    with run_lock:  # released when training ends, also when it raises
+        torch.manual_seed(config.seed)
+        model = build_model(config, vae).to(device)
+        set_in_place_codebook_grad(model, device)
+        if normalizer_statistics is None:
+            model.normalizer.fit(train_latents)
+        else:
+            model.normalizer.set_statistics(*normalizer_statistics)
+        data = _data_fingerprint(train_latents, model, vae)
+        optimizer, scheduler = _optimizer_and_scheduler(model, config)
+        usage = CodeUsage(model.quantizer.num_groups, config.codes_per_group, model.quantizer.group_of_token)
+        history, start_epoch = History(), 0
 
-    if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        start_epoch = _restore(checkpoint_path, config, model, optimizer, scheduler, history)
-    else:
-        _init_codebook(model, config, train_latents, device)
-    compile_rectifier(model, config)
-    step_model = distributed.wrap_model(model, device)  # DDP over ranks; the model itself on one
+        if resume and checkpoint_path is not None and checkpoint_path.is_file():
+            start_epoch = _restore(checkpoint_path, config, data, model, optimizer, scheduler, history)
+        else:
+            _init_codebook(model, config, train_latents, device)
+        compile_rectifier(model, config)
+        step_model = distributed.wrap_model(model, device)  # DDP over ranks; the model itself on one
 
-    last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
-    epochs = tqdm(range(start_epoch, last_epoch), desc="epochs", disable=not progress, initial=start_epoch,
-                  total=config.epochs)
-    for epoch in epochs:
-        started = time.perf_counter()
-        losses = _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress,
-                              checkpoint_path, step_model)
-        stats = _end_of_epoch_reset(model, usage, config, epoch)
-        val_mse, val_quant_mse = _validation_mse(model, val_latents, config.val_batch_size) \
-            if val_latents is not None else (math.nan, math.nan)
-        _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, time.perf_counter() - started)
-        scheduler.step()
-        epochs.set_postfix(loss=f"{losses[0]:.4f}", val_mse=f"{val_mse:.4f}", usage=f"{stats[0]:.3f}")
-        if writes_files:
-            save_checkpoint(_checkpoint_state(model, optimizer, scheduler, epoch, history, config), checkpoint_path)
-            (output_dir / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
-    if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
-        model.save_pretrained(output_dir / "model")
-    distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
+        last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+        epochs = tqdm(range(start_epoch, last_epoch), desc="epochs", disable=not progress, initial=start_epoch,
+                      total=config.epochs)
+        for epoch in epochs:
+            started = time.perf_counter()
+            losses = _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress,
+                                  checkpoint_path, step_model)
+            stats = _end_of_epoch_reset(model, usage, config, epoch)
+            val_mse, val_quant_mse = _validation_mse(model, val_latents, config.val_batch_size) \
+                if val_latents is not None else (math.nan, math.nan)
+            _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, time.perf_counter() - started)
+            scheduler.step()
+            epochs.set_postfix(loss=f"{losses[0]:.4f}", val_mse=f"{val_mse:.4f}", usage=f"{stats[0]:.3f}")
+            if writes_files:
+                save_checkpoint(_checkpoint_state(model, optimizer, scheduler, epoch, history, config, data),
+                                checkpoint_path)
+                atomic_write_text(output_dir / HISTORY, json.dumps(history.to_dict(), indent=1))
+        if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
+            model.save_pretrained(output_dir / MODEL)
+        distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
     model.quantizer.codebook_grad = "fresh"  # the returned model behaves like any module in users' loops
+    model.zero_grad(set_to_none=True)  # no codebook-sized gradient kept alive (2 GiB at K = 262,144)
     return model, history
 
 
@@ -383,7 +403,11 @@ def _optimizer_and_scheduler(model: ReVQ, config: TrainConfig):
 
 
 def _init_codebook(model: ReVQ, config: TrainConfig, train_latents: torch.Tensor, device) -> None:
-    """Codebooks from (normalized) training latents, as the authors do with a cached subset."""
+    """Codebooks from (normalized) training latents, as the authors do with a cached subset: a pool of
+    ``config.init_latents`` training latents (N, C, H, W) drawn at random (all when None or fewer), each
+    group's K codes copied from its tokens in the pool (``Quantizer.init_from_samples``: without replacement
+    where the pool holds at least K tokens per group, else with replacement, so any K starts from any data).
+    The pool is gathered and normalized in chunks into one tensor on ``device`` (524,288 latents: 4 GiB)."""
     generator = _generator(config.seed, 0, "init")
     if config.init == "random":  # N(0, 1) codes, the scale of normalized latents; the toy/ablation setting
         with torch.no_grad():
@@ -391,21 +415,57 @@ def _init_codebook(model: ReVQ, config: TrainConfig, train_latents: torch.Tensor
         return
     count = train_latents.shape[0] if config.init_latents is None else min(config.init_latents, train_latents.shape[0])
     subset_ids = torch.randperm(train_latents.shape[0], generator=generator)[:count].sort().values
-    subset = model.normalizer.normalize(train_latents[subset_ids].to(device).float())
+    subset = torch.empty((count, *train_latents.shape[1:]), device=device)
+    chunk_size = 65536  # latents gathered (from a memory-mapped file: read) and normalized at a time
+    for start in range(0, count, chunk_size):
+        ids = subset_ids[start:start + chunk_size]
+        subset[start:start + chunk_size] = model.normalizer.normalize(train_latents[ids].to(device).float())
     if model.pre_encoder is not None:
         with torch.no_grad():
             subset = torch.cat([model.pre_encoder(part) for part in subset.split(config.val_batch_size)])
     model.quantizer.init_from_samples(subset, method=config.init, generator=generator)
 
 
-def _checkpoint_state(model, optimizer, scheduler, epoch, history, config) -> dict:
+def _checkpoint_state(model, optimizer, scheduler, epoch, history, config, data) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "history": history.to_dict(), "config": config.recipe_dict(),
+            "epoch": epoch, "history": history.to_dict(), "config": config.recipe_dict(), "data": data,
             "torch_rng_state": torch.get_rng_state()}
 
 
-def _restore(path, config, model, optimizer, scheduler, history) -> int:
-    """Load a checkpoint into the objects; returns the next epoch to run."""
+def _data_fingerprint(train_latents, model: ReVQ, vae: str | None) -> dict:
+    """What a checkpoint records of the data it was trained on (``_check_same_data`` compares it on
+    resume): the number of training latents, their shape (C, H, W), the ``vae`` name passed to ``train``
+    and the normalizer's statistics ``mean`` and ``std``, each (C, H, W), as this run computed them."""
+    return {"latents": int(train_latents.shape[0]), "latent_shape": [int(size) for size in train_latents.shape[1:]],
+            "vae": None if vae is None else str(vae),
+            "normalizer_mean": model.normalizer.mean.detach().cpu().clone(),
+            "normalizer_std": model.normalizer.std.detach().cpu().clone()}
+
+
+def _check_same_data(path, saved: dict | None, current: dict) -> None:
+    """A ``CheckpointError`` naming every difference between the checkpoint's data fingerprint and this
+    run's; the statistics are compared with a tolerance (the pass that computes them may differ in the
+    last bits across machines). Checkpoints written before fingerprints existed pass with a warning."""
+    if saved is None:
+        warnings.warn(f"{path} predates training-data fingerprints: resuming without checking that the latents "
+                      "and VAE are the ones it was trained on.")
+        return
+    labels = {"latents": "number of latents", "latent_shape": "latent shape", "vae": "vae"}
+    differences = [f"{label}: checkpoint {saved.get(key)!r} vs now {current[key]!r}"
+                   for key, label in labels.items() if saved.get(key) != current[key]]
+    same_statistics = all(saved[key].shape == current[key].shape
+                          and torch.allclose(saved[key], current[key], rtol=1e-4, atol=1e-6)
+                          for key in ("normalizer_mean", "normalizer_std"))
+    if not same_statistics:
+        differences.append("normalizer statistics differ")
+    if differences:
+        raise CheckpointError(f"{path} was trained on other data ({'; '.join(differences)}). Resume with the same "
+                              "latents and vae, or start a new run (overwrite=True or a fresh output_dir).")
+
+
+def _restore(path, config, data, model, optimizer, scheduler, history) -> int:
+    """Load a checkpoint into the objects after checking it has this run's config and ``data``
+    (``_data_fingerprint``); returns the next epoch to run."""
     state = load_checkpoint(path, map_location="cpu")
     saved, current = state.get("config", {}), config.recipe_dict()
     differences = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
@@ -413,6 +473,7 @@ def _restore(path, config, model, optimizer, scheduler, history) -> int:
         listed = ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in differences.items())
         raise CheckpointError(f"{path} was written by another configuration ({listed}). Resume with the same "
                               "config, or use a new output_dir.")
+    _check_same_data(path, state.get("data"), data)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -436,22 +497,55 @@ def _configure_torch(config: TrainConfig) -> None:
         raise RuntimeError(f"device {config.device!r} asked for, but CUDA is not available here; use device='cpu'.")
     if config.device == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU steps slow down as training goes on
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        threads = cpu_threads(config.num_threads)
+        if threads:
+            torch.set_num_threads(threads)
 
 
 def _check_inputs(config: TrainConfig, train_latents, val_latents) -> None:
+    """Raise a one-line error on a bad config or bad latents (N, C, H, W) before any work is done."""
+    from .checks import check_not_empty
+
+    _check_config(config)
     latent_shape = tuple(config.latent_shape)
     check_latents(train_latents[:1], latent_shape, "train_latents")
     for start in range(0, train_latents.shape[0], 65536):  # NaN/Inf anywhere, in bounded memory
         check_finite(train_latents[start:start + 65536], "train_latents")
     if val_latents is not None:
         check_latents(val_latents, latent_shape, "val_latents")
+        check_not_empty(val_latents, "val_latents (pass None to train without validation)")
     if train_latents.shape[0] < config.batch_size:
         raise ValueError(f"train_latents has {train_latents.shape[0]} latents, fewer than one batch of "
                          f"{config.batch_size}: lower batch_size or add data.")
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {config.epochs}.")
+
+
+def _check_config(config: TrainConfig) -> None:
+    """Raise a one-line ValueError (TypeError for a wrong type) naming the TrainConfig field that cannot work."""
+    from numbers import Integral, Real
+
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. preset('demo')), got {type(config).__name__}.")
+
+    def is_whole(value) -> bool:
+        return isinstance(value, Integral) and not isinstance(value, bool)
+
+    latent_shape = tuple(config.latent_shape)
+    if len(latent_shape) != 3 or not all(is_whole(size) and size > 0 for size in latent_shape):
+        raise ValueError(f"latent_shape must be (C, H, W), three positive integers, got {config.latent_shape!r}.")
+    for name in ("epochs", "batch_size", "val_batch_size", "tokens_per_image", "codes_per_group"):
+        value = getattr(config, name)
+        if not is_whole(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}; set it with preset(..., {name}=<n>).")
+    numbers_per_latent = math.prod(latent_shape)
+    if numbers_per_latent % config.tokens_per_image:
+        divisors = [count for count in range(1, numbers_per_latent + 1) if numbers_per_latent % count == 0]
+        raise ValueError(f"tokens_per_image T = {config.tokens_per_image} does not divide C*H*W = {numbers_per_latent} "
+                         f"of latent_shape {latent_shape}: each token takes D = C*H*W / T numbers; choose T among "
+                         f"{divisors[-8:]} (or another divisor).")
+    fraction = config.final_lr_fraction
+    if not isinstance(fraction, Real) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise ValueError(f"final_lr_fraction must be in (0, 1] (the learning rate at the end over the one at the start; "
+                         f"1 keeps it constant), got {fraction!r}.")
 
 
 def _jsonable(value):
@@ -469,7 +563,8 @@ def _read_latents(path: str) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> None:
     """``python -m revq_core.train --preset demo --output runs/demo``: train on the embedded photo latents
     (or on latent files made by ``revq_core.latents.save_latents``) and print the validation MSE.
-    ``torchrun --nproc_per_node=N -m revq_core.train ... --device cuda`` trains on N GPUs (DDP)."""
+    ``torchrun --nproc_per_node=N -m revq_core.train ... --device cuda`` trains on N GPUs (DDP).
+    An ``--output`` that holds a run needs ``--resume`` (continue it) or ``--overwrite`` (start over)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -483,7 +578,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    existing_run = parser.add_mutually_exclusive_group()
+    existing_run.add_argument("--resume", action="store_true",
+                              help="continue the run in --output from its checkpoint (starts fresh if there is none)")
+    existing_run.add_argument("--overwrite", action="store_true", help="delete the run in --output and start over")
     parser.add_argument("--fused-adamw", action="store_true", help="fused AdamW kernel (last-bit differences)")
     parser.add_argument("--autocast-bf16", action="store_true", help="bf16 autocast of the rectifier (GPU)")
     parser.add_argument("--compile-rectifier", nargs="?", const=True, default=False, metavar="MODE",
@@ -504,18 +602,21 @@ def main(argv: list[str] | None = None) -> None:
     from .latents import embedded_latents
 
     statistics = None  # from a .npy cache: computed while it was written, no extra pass
-    if args.train_latents:
-        train_latents = _read_latents(args.train_latents)
-        val_latents = _read_latents(args.val_latents) if args.val_latents else None
-        statistics = latent_cache_statistics(args.train_latents) if args.train_latents.endswith(".npy") else None
-        vae = None
-    else:
-        train_latents, val_latents = embedded_latents(["train", "val"])
-        vae = "embedded"
     main_process = distributed.is_main_process()
-    try:
+    try:  # bad inputs end in one line that says what to do, never a traceback
+        if args.train_latents:
+            train_latents = _read_latents(args.train_latents)
+            val_latents = _read_latents(args.val_latents) if args.val_latents else None
+            statistics = latent_cache_statistics(args.train_latents) if args.train_latents.endswith(".npy") else None
+            vae = None
+        else:
+            train_latents, val_latents = embedded_latents(["train", "val"])
+            vae = "embedded"
         model, history = train(config, train_latents, val_latents, output_dir=args.output,
-                               resume=not args.no_resume, vae=vae, normalizer_statistics=statistics)
+                               resume=args.resume, overwrite=args.overwrite, vae=vae,
+                               normalizer_statistics=statistics)
+    except (RunDirectoryError, CheckpointError, FileNotFoundError, ValueError, TypeError) as error:
+        raise SystemExit(f"error: {error}") from None
     finally:
         distributed.destroy()
     if not main_process:

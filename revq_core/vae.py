@@ -147,15 +147,36 @@ def _load_from_hub(model_id: str, dtype: torch.dtype):
         f"embedded offline VAE.") from None
 
 
+def downsampling_factor(vae) -> int | None:
+    """The spatial downsampling factor f of a VAE (image side / latent side), or None if its config does not say.
+
+    For an ``AutoencoderDC`` it is 2 ** (number of encoder stages - 1): 8 for the embedded VAE, 32 for DC-AE f32.
+    """
+    config = getattr(vae, "config", None)
+    stages = getattr(config, "encoder_block_out_channels", None)
+    return 2 ** (len(stages) - 1) if stages else None
+
+
+def check_image_size(vae, images: torch.Tensor) -> None:
+    """Raise a ValueError if the height or width of images (N, 3, H, W) is not a multiple of the VAE's factor f."""
+    factor = downsampling_factor(vae)
+    height, width = images.shape[-2:]
+    if factor and (height % factor or width % factor):
+        raise ValueError(f"images are {height} x {width} pixels, but this VAE downsamples by {factor}: height and "
+                         f"width must be multiples of {factor} (resize or crop them, e.g. to "
+                         f"{max(factor, height // factor * factor)} x {max(factor, width // factor * factor)}).")
+
+
 @torch.no_grad()
 def encode(vae, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1] -> latents (N, C, H/f, W/f) float32 on the CPU, in batches, no gradients.
 
     uint8 images in [0, 255] are accepted and converted. The latent is the encoder output (DC-AE is
-    deterministic), without ``scaling_factor``.
+    deterministic), without ``scaling_factor``. H and W must be multiples of ``downsampling_factor(vae)``.
     """
     if len(images) == 0:
         raise ValueError("No images to encode: got an empty batch.")
+    check_image_size(vae, images)
     parameter = next(vae.parameters())
     latents = []
     for start in tqdm(range(0, len(images), batch_size), desc="encode", disable=not progress):

@@ -275,3 +275,60 @@ def test_rfid_plumbing_with_random_inception(tmp_path, monkeypatch):
     fid.update(to_uint8(target), real=True)
     fid.update(to_uint8(pred), real=False)
     assert math.isfinite(float(fid.compute())) and float(fid.compute()) > 0
+
+
+# ---- known values from an independent implementation (scikit-image) and by hand ---------------------------
+
+def _luma(images):
+    """BT.601 studio-swing luma written out, (B, 3, H, W) float64 numpy -> (B, H, W)."""
+    return 16 / 255 + (65.481 * images[:, 0] + 128.553 * images[:, 1] + 24.966 * images[:, 2]) / 255
+
+
+def _skimage_ssim(pred, target):
+    """scikit-image's SSIM of one image (C, H, W) numpy with torchmetrics' settings: Gaussian window sigma 1.5
+    (11 x 11), data_range 1, population (co)variances, averaged over every pixel position. torchmetrics pads
+    each image by 5 pixels in mode "reflect" (edge not repeated) and averages the SSIM map over all H x W
+    positions; scikit-image drops a 5-pixel border of its map instead, so the images are padded first with
+    numpy's "reflect" (the same padding) and scikit-image's border falls exactly on the padding."""
+    import numpy as np
+    from skimage.metrics import structural_similarity
+
+    pad = ((0, 0), (5, 5), (5, 5))
+    return structural_similarity(np.pad(target, pad, mode="reflect"), np.pad(pred, pad, mode="reflect"),
+                                 data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 channel_axis=0)
+
+
+@pytest.mark.parametrize("size, noise, seed", [((32, 32), 0.05, 0), ((32, 32), 0.3, 1), ((24, 40), None, 2)])
+def test_ssim_equals_scikit_image(size, noise, seed):
+    """Per-image SSIM on RGB (mean of the channels) and on Y against scikit-image, for smooth images with mild
+    or strong noise and for two unrelated uniform-noise images (SSIM near 0)."""
+    import numpy as np
+
+    pytest.importorskip("skimage")
+    if noise is None:
+        gen = torch.Generator().manual_seed(seed)
+        pred, target = torch.rand(3, 3, *size, generator=gen), torch.rand(3, 3, *size, generator=gen)
+    else:
+        pred, target = _pair(batch=3, size=size[0], noise=noise, seed=seed)
+    pred_np, target_np = pred.double().numpy(), target.double().numpy()
+    expected_rgb = [_skimage_ssim(p, t) for p, t in zip(pred_np, target_np)]
+    expected_y = [_skimage_ssim(p[None], t[None]) for p, t in zip(_luma(pred_np), _luma(target_np))]
+    assert metrics.ssim_per_image(pred, target, "rgb").tolist() == pytest.approx(expected_rgb, abs=2e-5)
+    assert metrics.ssim_per_image(pred, target, "y").tolist() == pytest.approx(expected_y, abs=2e-5)
+    assert ssim(pred, target, "rgb") == pytest.approx(float(np.mean(expected_rgb)), abs=2e-5)
+    assert max(expected_rgb) < 0.99 and min(expected_rgb) > -0.5  # neither trivial (1) nor degenerate
+
+
+def test_psnr_equals_a_hand_computed_value():
+    """Per-image PSNR = 10 log10(1 / MSE) with MSE over all channels and pixels (data range 1), on RGB and
+    on Y, then the mean over images; computed here in float64 numpy for noisy image pairs."""
+    import numpy as np
+
+    pred, target = _pair(batch=4, size=16, noise=0.1, seed=3)
+    pred_np, target_np = pred.double().numpy(), target.double().numpy()
+    rgb_mse = ((pred_np - target_np) ** 2).mean(axis=(1, 2, 3))
+    y_mse = ((_luma(pred_np) - _luma(target_np)) ** 2).mean(axis=(1, 2))
+    assert metrics.psnr_per_image(pred, target, "rgb").tolist() == pytest.approx(10 * np.log10(1 / rgb_mse), abs=1e-4)
+    assert metrics.psnr_per_image(pred, target, "y").tolist() == pytest.approx(10 * np.log10(1 / y_mse), abs=1e-4)
+    assert psnr(pred, target, "rgb") == pytest.approx(float(np.mean(10 * np.log10(1 / rgb_mse))), abs=1e-4)

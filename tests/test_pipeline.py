@@ -42,7 +42,7 @@ def test_image_folder_is_encoded_once_and_cached(tmp_path, tiny_vae, monkeypatch
     assert splits.eval_images.shape == (4, 3, 16, 16)
     assert -1 <= float(splits.eval_images.min()) and float(splits.eval_images.max()) <= 1
     torch.testing.assert_close(splits.val_latents[:4], encode(tiny_vae, splits.eval_images))
-    cached = sorted(path.name for path in (tmp_path / "cache").glob("latents_imagenet_*"))
+    cached = sorted(path.name for path in (tmp_path / "cache").glob("latents_imagenet_*.npy"))  # + statistics files
     assert len(cached) == 2
     for image in (root / "train").rglob("*.png"):  # a second call reads the cache, not the images
         image.unlink()
@@ -78,12 +78,13 @@ def test_evaluation_reports_psnr_ssim_and_says_why_lpips_rfid_are_missing(tiny_v
     results, notes = evaluate_tokenizer(tiny_revq(), tiny_vae, images, batch_size=4)
     assert set(results) == {"vae", "revq"}
     for scores in results.values():
-        assert {"psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"} <= set(scores) and "lpips" not in scores
+        assert {"paper_psnr", "paper_ssim", "psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"} <= set(scores)
+        assert "lpips" not in scores
         assert scores["num_images"] == 6
     assert len(notes) == 2 and notes[0].startswith("LPIPS skipped") and notes[1].startswith("rFID skipped")
     assert "alexnet-owt-7be5be79.pth" in notes[0] and "hub/checkpoints" in notes[0]
     table = format_results(results)
-    assert table.splitlines()[0].split() == ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
+    assert table.splitlines()[0].split() == ["paper_psnr", "paper_ssim", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
     assert table.splitlines()[1].startswith("vae") and table.splitlines()[2].startswith("revq")
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from revq_core.quantizer import Quantizer, code_dim_for_tokens
+from revq_core import search
 from revq_core.search import _chunk_sizes, nearest_codes
 from tests.conftest import brute_force_codes
 
@@ -24,9 +25,21 @@ def test_scaled_down_paper_config_matches_brute_force():
     assert torch.equal(quantizer.encode(latent), expected)
 
 
-def test_search_result_does_not_depend_on_chunking():
+def test_search_result_does_not_depend_on_chunking(monkeypatch):
+    """The torch matmul search (the C++ kernel off: it ignores memory_mb) gives the brute-force codes whether
+    it runs in 24 chunks (memory_mb=1: 131 rows of one group at a time) or in one."""
+    monkeypatch.setenv("REVQ_CPU_KERNEL", "0")
+    chunks = []
+    nearest_in_chunk = search._nearest_in_chunk
+    monkeypatch.setattr(search, "_nearest_in_chunk", lambda tokens, *args: chunks.append(tokens.shape[:2])
+                        or nearest_in_chunk(tokens, *args))
     tokens, codebook = torch.randn(8, 300, 4), torch.randn(8, 2000, 4)
-    assert torch.equal(nearest_codes(tokens, codebook, memory_mb=1), nearest_codes(tokens, codebook, memory_mb=256))
+    expected = search.brute_force_nearest_codes(tokens, codebook)
+    assert torch.equal(nearest_codes(tokens, codebook, memory_mb=1), expected)
+    assert len(chunks) == 24 and max(rows for _, rows in chunks) == 131 and {groups for groups, _ in chunks} == {1}
+    chunks.clear()
+    assert torch.equal(nearest_codes(tokens, codebook, memory_mb=256), expected)
+    assert chunks == [(8, 300)]
 
 
 def test_chunks_respect_the_memory_bound_at_paper_scale():
@@ -63,6 +76,20 @@ def test_without_the_cpu_kernel_the_matmul_form_and_torch_re_rank_are_exact(monk
     tokens = offset + 1e-3 * torch.randn(3, 20, 4)
     exact = (tokens.double()[:, :, None] - codes.double()[:, None]).pow(2).sum(-1).argmin(-1)
     assert torch.equal(nearest_codes(tokens, codes), exact)
+
+
+@pytest.mark.parametrize("cpu_kernel", ["0", "1"])
+def test_code_search_stays_float32_under_bf16_autocast(monkeypatch, cpu_kernel):
+    """Under bf16 autocast (the training speed setting) the search must still run in float32: the torch
+    matmul fallback's baddbmm would otherwise run in bf16 (~3 significant digits) and pick wrong codes. With
+    the C++ kernel off ("0") the fallback runs; with it on ("1") the kernel, whatever autocast says."""
+    monkeypatch.setenv("REVQ_CPU_KERNEL", cpu_kernel)
+    quantizer = Quantizer(64, 64, 32, "channel")
+    latent = torch.randn(8, 32, 8, 8)
+    expected = brute_force_codes(quantizer.to_tokens(latent), quantizer.codebook.detach(), quantizer.group_of_token)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(quantizer(latent).codes, expected)
+        assert torch.equal(quantizer.encode(latent), expected)
 
 
 def test_search_builds_no_autograd_graph_and_gradients_reach_only_selected_codes():
@@ -145,9 +172,18 @@ def test_kmeans_init_lowers_quantization_error():
     assert kmeans(latents).loss < 0.95 * samples(latents).loss
 
 
-def test_init_needs_enough_samples():
-    with pytest.raises(ValueError, match="at least K = 64"):
-        Quantizer(512, 64, 4).init_from_samples(torch.randn(10, 32, 8, 8))
+def test_init_draws_with_replacement_from_fewer_tokens_than_codes():
+    """10 latents give each of the 512 codebooks 10 tokens for its K = 64 codes: every code is a copy of one of
+    them (drawn with replacement, as the authors do), and more than one of them is used."""
+    quantizer, latents = Quantizer(512, 64, 4), torch.randn(10, 32, 8, 8)
+    quantizer.init_from_samples(latents, generator=torch.Generator().manual_seed(1))
+    tokens = quantizer.to_tokens(latents)  # (N, T, D)
+    for group in (0, 300, 511):
+        matches = (quantizer.codebook[group][:, None, :] == tokens[None, :, group]).all(-1)  # (K, N)
+        assert matches.any(1).all()
+        assert 1 < len(set(matches.float().argmax(1).tolist())) <= 10
+    with pytest.raises(ValueError, match="empty batch"):
+        quantizer.init_from_samples(torch.randn(0, 32, 8, 8))
 
 
 @pytest.mark.parametrize("kwargs,message", [
