@@ -26,6 +26,7 @@ hub repository (``hf download AndyRaoTHU/revq-512T --local-dir revq-512T``) or t
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import pickle
@@ -225,6 +226,9 @@ def _authors_checkpoint_file(name_or_path, revision: str | None, cache_dir) -> P
                                        RevisionNotFoundError)
 
     url = f"https://huggingface.co/{name}/resolve/{revision or 'main'}/{AUTHORS_CHECKPOINT}"
+    hub_logger = logging.getLogger("huggingface_hub")  # its retry warnings would bury the one-line error below
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         return Path(hf_hub_download(name, AUTHORS_CHECKPOINT, revision=revision, cache_dir=cache_dir))
     except LocalEntryNotFoundError:  # offline, or the Hub unreachable, and no copy in the cache
@@ -237,6 +241,8 @@ def _authors_checkpoint_file(name_or_path, revision: str | None, cache_dir) -> P
         reason = f"the repository holds no {AUTHORS_CHECKPOINT}"
     except Exception as error:  # HTTP errors, a full disk, ...
         reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+    finally:
+        hub_logger.setLevel(level)
     raise AuthorsModelUnavailable(f"could not get the authors' model {name!r}: tried {url} and the Hugging Face "
                                   f"cache; {reason}. Check the id, or {local_copy}.")
 

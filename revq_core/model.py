@@ -230,8 +230,11 @@ def _refuse_authors_format(name: str, path: Path) -> None:
 
 def _is_hub_id(name: str) -> bool:
     """True if ``name`` can be a Hugging Face Hub id ('owner/name' or 'name'); False for what can only be a
-    local path ('./x', '/x', '~/x', 'a/b/c', 'a\\b', ...)."""
+    local path ('./x', '/x', '~/x', 'a/b/c', 'a\\b', ...) or names a file ('ckpt.pth', 'model.safetensors')."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.lower().endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".pkl", ".npy", ".json")):
+        return False  # a checkpoint file's name: never worth a round of Hub requests and their retries
 
     try:
         validate_repo_id(name)
