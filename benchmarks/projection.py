@@ -22,7 +22,8 @@ The "fused" scenario is a projection of work NOT done here, stated as assumption
 elementwise chains fused (torch.compile, TrainConfig(compile_rectifier=True)) cut its traffic by
 ``FUSION_TRAFFIC_FACTOR``; a fused GPU search kernel (like ``revq_core/cpu_search.py``) never writes
 the score tensor and costs ``FUSED_SEARCH_OVERHEAD`` x its FMA count on the float32 units (the CPU
-kernel's measured overhead); compute and memory of each part overlap (max instead of sum). Anchors (REFERENCE.md): 165 dense bf16 tensor TFLOP/s, 82.6 fp32
+kernel's measured overhead); compute and memory of each part overlap (max instead of sum).
+Anchors (docs/method.md, "Training cost and hardware anchors"): 165 dense bf16 tensor TFLOP/s, 82.6 fp32
 TFLOP/s, ~1 TB/s. The paper: 22 h for 100 epochs of 1.28 M latents at B = 256 (~158 ms per step).
 """
 from __future__ import annotations

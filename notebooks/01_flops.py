@@ -18,7 +18,7 @@
 # shallow, high-resolution layers, while its parameters sit in the deep, low-resolution layers.
 # Training a tokenizer end to end therefore pays for the expensive shallow layers on every step;
 # ReVQ keeps the pre-trained VAE frozen, encodes every image **once**, and trains only a quantizer and
-# a small rectifier on the cached 32 x 8 x 8 latents. Numbers to check (REFERENCE.md, 2 FLOPs per
+# a small rectifier on the cached 32 x 8 x 8 latents. Numbers to check (docs/method.md, 2 FLOPs per
 # multiply-add, FlopCounterMode, 256 x 256): DC-AE f32c32 in-1.0 encoder **521 G** / decoder **692 G**,
 # sana-1.1 encoder **324 G** / decoder **523 G**.
 #
@@ -26,7 +26,7 @@
 # - **MaskBit-like VQGAN** as a diffusers `VQModel`: channels (128, 128, 256, 256, 512), 2 residual blocks
 #   per encoder stage (diffusers' decoder uses 3), 4 downsamplings, 256 x 256 -> 16 x 16 x 12, no attention.
 #   The paper analyses MaskBit's own code, so our totals are of the same family, not its exact numbers.
-# - **DC-AE f32c32 in-1.0** and **sana-1.1** as diffusers `AutoencoderDC` (configurations of REFERENCE.md),
+# - **DC-AE f32c32 in-1.0** and **sana-1.1** as diffusers `AutoencoderDC` (configurations in docs/method.md),
 #   256 x 256 -> 32 x 8 x 8.
 #
 # Every FLOP and parameter is assigned to the feature-map resolution of the module that does or holds it

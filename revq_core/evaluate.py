@@ -513,7 +513,10 @@ def _cli_hint(reason: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m revq_core.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="directory written by ReVQ.save_pretrained, or a hub id")
+    parser.add_argument("--model", help="directory written by ReVQ.save_pretrained, or a hub id; also the authors' "
+                                        "released models by hub id (AndyRaoTHU/revq-512T, ...) or a local copy of one")
+    parser.add_argument("--preprocessor", help="the authors' preprocessor.pth (path or URL) for their models; default: "
+                                               "the one in their repository")
     parser.add_argument("--vae", help="VAE directory or hub id; default: the one the model records, else the "
                                       "embedded VAE ('embedded')")
     parser.add_argument("--data", required=True, help="image folder, e.g. <imagenet>/val (val/<class>/<image>)")
@@ -536,6 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_model(name_or_path: str, preprocessor: str | None = None):
+    """A ReVQ to evaluate: one of the authors' released models (their hub ids, a local copy of their hub
+    repository, or their ckpt.pth; converted by ``convert.load_authors_model`` with their normalization
+    statistics from ``preprocessor``, default their repository's file) or one written by ``save_pretrained``."""
+    from .convert import AUTHORS_CHECKPOINT, AUTHORS_MODELS, AUTHORS_PREPROCESSOR_URL, load_authors_model
+    from .model import ReVQ
+
+    path = Path(name_or_path).expanduser()
+    theirs = (name_or_path in AUTHORS_MODELS or path.name == AUTHORS_CHECKPOINT
+              or (path.is_dir() and (path / AUTHORS_CHECKPOINT).is_file() and not (path / "config.json").is_file()))
+    if theirs:
+        return load_authors_model(name_or_path, preprocessor=preprocessor or AUTHORS_PREPROCESSOR_URL)
+    return ReVQ.from_pretrained(name_or_path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """The command line: evaluate, print the tables and the missing metrics, write the JSON (rank 0)."""
     parser = build_parser()
@@ -547,7 +565,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = distributed.init_from_env(args.device)
     try:
-        model = None if args.vae_only else ReVQ.from_pretrained(args.model)
+        model = None if args.vae_only else load_model(args.model, args.preprocessor)
         vae_name = args.vae or (model.vae_name if model is not None else None) or "embedded"
         vae = load_vae(None if vae_name == "embedded" else vae_name, device=device)
         protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)

@@ -32,7 +32,7 @@ _DC_AE_COMMON = dict(
 )
 
 MODEL_CONFIGS = {
-    # DC-AE f32c32 in-1.0 (REFERENCE.md, "DC-AE f32c32 configurations").
+    # DC-AE f32c32 in-1.0 (docs/method.md, "DC-AE f32c32 configurations and FLOPs").
     "dc-ae-in-1.0": dict(
         _DC_AE_COMMON, encoder_layers_per_block=(0, 4, 8, 2, 2, 2), decoder_layers_per_block=(0, 5, 10, 2, 2, 2),
         encoder_qkv_multiscales=((),) * 6, decoder_qkv_multiscales=((),) * 6,
@@ -53,7 +53,8 @@ MODEL_CONFIGS = {
         latent_channels=12, num_vq_embeddings=4096, vq_embed_dim=12, mid_block_add_attention=False),
 }
 
-# Forward FLOPs at 256 x 256 that REFERENCE.md reports (FlopCounterMode, 2 per MAC), in GFLOPs.
+# Forward FLOPs at 256 x 256 (docs/method.md, "DC-AE f32c32 configurations and FLOPs";
+# FlopCounterMode, 2 per MAC), in GFLOPs.
 REFERENCE_GFLOPS = {"dc-ae-in-1.0": {"encoder": 521, "decoder": 692},
                     "dc-ae-sana-1.1": {"encoder": 324, "decoder": 523}}
 

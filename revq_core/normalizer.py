@@ -1,4 +1,4 @@
-"""Per-dimension latent normalization with dataset statistics (REFERENCE.md, pipeline step 2).
+"""Per-dimension latent normalization with dataset statistics (docs/method.md, "Pipeline").
 
 Each of the C*H*W latent dimensions gets its own mean and standard deviation, measured over the
 training latents; the inverse runs before the VAE decoder.

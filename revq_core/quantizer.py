@@ -4,7 +4,7 @@ A latent (B, C, H, W) is cut into T tokens of D = C*H*W / T numbers. Token t is 
 codebook ``t % G`` (G = T: every token position has its own codebook of K codes; G = 1: one shared
 codebook, the classic VQ-VAE). The codebook is one parameter of shape (G, K, D).
 
-Split axis (REFERENCE.md, "Quantizer"):
+Split axis (docs/method.md, "Quantizer"):
 - ``channel``: flatten the latent in its natural (C, H, W) order and cut it into T consecutive
   chunks, so a token never mixes channels while D <= H*W.
 - ``spatial``: flatten in (H, W, C) order (a token is the C-vector at one position); when T > H*W
@@ -12,7 +12,7 @@ Split axis (REFERENCE.md, "Quantizer"):
   holds the C-vectors of D/C neighbouring positions.
 - ``single``: channel layout with a single codebook shared by all tokens (G must be 1).
 
-Training (REFERENCE.md): loss = MSE(tokens, codebook[codes]). The nearest-neighbour search runs
+Training (docs/method.md, "Quantizer"): loss = MSE(tokens, codebook[codes]). The nearest-neighbour search runs
 without autograd, the gather does not, so the gradient moves only the selected codes toward their
 data (online k-means by SGD). Nothing upstream is trained, so no straight-through estimator.
 """

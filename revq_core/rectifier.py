@@ -1,6 +1,6 @@
 """Post rectifiers: map a quantized latent (B, C, H, W) back toward the original latent.
 
-The ViT rectifier is the paper's default (REFERENCE.md, "Rectifier"): a 3x3 conv C -> width with a
+The ViT rectifier is the paper's default (docs/method.md, "Post rectifier"): a 3x3 conv C -> width with a
 channel-repeat shortcut, ``depth`` diffusers ``EfficientViTBlock``s (attention_head_dim 32,
 qkv_multiscales (5,), RMSNorm), RMSNorm, ReLU and a 3x3 conv width -> C. That is exactly a
 one-stage diffusers DC-AE ``Decoder``, so we build it as one: no rewritten blocks, and the state

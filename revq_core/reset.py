@@ -1,6 +1,6 @@
 """Non-activation reset: codes that went unused during an epoch move next to the most used ones.
 
-REFERENCE.md, "Non-activation reset" (end of every epoch, per group):
+docs/method.md, "Non-activation reset" (end of every epoch, per group):
     n_reset = min(floor(reset_ratio * K), number of codes with count 0)
     sort the codes by count; the n_reset least-used codes become the n_reset most-used codes
     + noise_std * N(0, 1); then the counts go back to zero.

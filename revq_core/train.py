@@ -1,4 +1,4 @@
-"""The ReVQ training recipe on cached VAE latents (REFERENCE.md, "Training recipe").
+"""The ReVQ training recipe on cached VAE latents (docs/method.md, "Training recipe").
 
 AdamW with two parameter groups (quantizer: lr 1e-2, no weight decay; rectifier: 0.05 x that lr,
 weight decay 1e-4), ExponentialLR stepped once per epoch with gamma = 0.05 ** (1 / epochs),

@@ -207,3 +207,17 @@ def test_from_pretrained_points_their_models_to_load_authors_model(tmp_path, nam
         name = str(tmp_path / "revq")
     with pytest.raises(ValueError, match=r"the authors' own format .*load_authors_model\("):
         ReVQ.from_pretrained(name)
+
+
+def test_the_evaluation_loads_their_models_and_ours(tmp_path):
+    """``python -m revq_core.evaluate --model`` takes a local copy of their repository (converted with their
+    preprocessor) as well as a directory of this project's format."""
+    from revq_core.evaluate import load_model
+
+    checkpoint, _ = _their_repository(tmp_path / "revq", "512T")
+    theirs = load_model(str(tmp_path / "revq"), preprocessor=str(tmp_path / "preprocessor.pth"))
+    _assert_holds(theirs, checkpoint, "512T")
+    theirs.save_pretrained(tmp_path / "ours")
+    ours = load_model(str(tmp_path / "ours"))
+    latent = torch.randn(2, 32, 8, 8)
+    assert torch.equal(ours.tokenize(latent), theirs.tokenize(latent))
