@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderDC
 from PIL import Image
 
 from revq_core import convert, latent_cache, pipeline
@@ -20,23 +19,9 @@ from revq_core.model import ReVQ
 from revq_core.train import preset, train
 from revq_core.vae import downsampling_factor, embedded_vae_dir, encode
 
+from test_model import _small_model, _tiny_vae  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative import)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _small_model(**kwargs):
-    settings = dict(latent_shape=(32, 8, 8), tokens_per_image=128, codes_per_group=16, rectifier_width=32,
-                    rectifier_depth=1)
-    settings.update(kwargs)
-    return ReVQ(**settings)
-
-
-def _tiny_vae():
-    """A random f8c32 AutoencoderDC (4 stages): 64 x 64 x 3 -> 32 x 8 x 8, built in milliseconds."""
-    return AutoencoderDC(in_channels=3, latent_channels=32, encoder_block_types="ResBlock",
-                         decoder_block_types="ResBlock", encoder_block_out_channels=(8, 16, 32, 32),
-                         decoder_block_out_channels=(8, 16, 32, 32), encoder_layers_per_block=(1, 1, 1, 1),
-                         decoder_layers_per_block=(1, 1, 1, 1), encoder_qkv_multiscales=((),) * 4,
-                         decoder_qkv_multiscales=((),) * 4, decoder_norm_types="rms_norm", decoder_act_fns="silu")
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,7 @@ def test_loading_a_damaged_or_mismatched_checkpoint_is_explained(tmp_path):
 
 
 def _tiny_vae():
+    """A random f8c32 AutoencoderDC (4 stages): 64 x 64 x 3 -> 32 x 8 x 8, built in milliseconds."""
     return AutoencoderDC(in_channels=3, latent_channels=32, encoder_block_types="ResBlock",
                          decoder_block_types="ResBlock", encoder_block_out_channels=(8, 16, 32, 32),
                          decoder_block_out_channels=(8, 16, 32, 32), encoder_layers_per_block=(1, 1, 1, 1),

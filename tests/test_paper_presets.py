@@ -9,7 +9,6 @@ Measured on 2 shared CPU cores (2 threads; load ~3 from other jobs), per test (p
 12-19 s / 1.6 GiB, 256T_65k 27-30 s / 4.7 GiB, 256T_262k 52-61 s / 12.4 GiB; the file 94-113 s.
 """
 import math
-import os
 
 import pytest
 import torch
@@ -25,15 +24,6 @@ def _latents(count: int, seed: int) -> torch.Tensor:
     """Latents (count, 32, 8, 8) with a VAE-like offset and scale."""
     generator = torch.Generator().manual_seed(seed)
     return 2.0 + 3.0 * torch.randn(count, 32, 8, 8, generator=generator)
-
-
-@pytest.fixture
-def two_threads():
-    """These steps are large (a 14-73 M-parameter rectifier, a codebook of up to 2 GiB): two threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_paper_presets_draw_their_init_from_the_authors_pool_size():

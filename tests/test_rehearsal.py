@@ -100,14 +100,6 @@ def _imagenet_like_root(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_config_is_the_one_the_flops_notebook_counts():
     expected = {key: tuple(tuple(item) if isinstance(item, list) else item for item in value)
                 if isinstance(value, list) else value for key, value in SANA_1_1_CONFIG.items()}
