@@ -55,7 +55,7 @@ class Verdict:
             self.lines.append(f"--    {name}: not compared (the parameters differ from the committed run's)")
             return True
         band = tolerance if tolerance is not None else relative * abs(committed)
-        band_text = f"{committed:g} +- {tolerance:g}" if tolerance is not None else f"{committed:g} +- {relative:.0%}"
+        band_text = f"{committed:g} +- {tolerance:g}" if tolerance is not None else f"{committed:g} +- {100 * relative:g}%"
         value = float(value)
         self.measured[name] = {"value": value, "committed": committed, "band": band}
         holds = math.isfinite(value) and abs(value - committed) <= band

@@ -100,3 +100,10 @@ def test_thread_count_from_the_environment(monkeypatch):
     monkeypatch.setenv("REVQ_NUM_THREADS", "two")
     with pytest.raises(ValueError, match="REVQ_NUM_THREADS must be a positive integer"):
         cpu_threads()
+
+
+def test_a_relative_band_below_one_percent_is_printed_as_it_is(capsys):
+    verdict = Verdict("07_codebook_scaling")
+    verdict.near("MSE", 0.2724, committed=0.2724, relative=0.005)
+    verdict.report()
+    assert capsys.readouterr().out.strip() == "ok    MSE within 0.2724 +- 0.5%"
