@@ -87,7 +87,7 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
 
     Args:
         name_or_path: None for the embedded VAE (``data/embedded_vae``); a local directory made by
-            ``save_pretrained`` or ``huggingface-cli download <id> --local-dir <dir>``; or a hub id such as
+            ``save_pretrained`` or ``hf download <id> --local-dir <dir>``; or a hub id such as
             ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``, read from the Hugging Face cache (HF_HOME).
         device, dtype: where and in which precision to put the weights.
 
@@ -109,7 +109,7 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
         if not _is_model_dir(path):
             raise VAENotFoundError(f"{path} is a directory but holds no diffusers model (config.json + *.safetensors). "
                                    f"Point load_vae at the folder made by `save_pretrained` or by "
-                                   f"`huggingface-cli download <id> --local-dir {path}`.")
+                                   f"`hf download <id> --local-dir {path}`.")
         vae = AutoencoderDC.from_pretrained(path, torch_dtype=dtype, low_cpu_mem_usage=False)
     else:
         vae = _load_from_hub(str(name_or_path), dtype)
@@ -142,7 +142,7 @@ def _load_from_hub(model_id: str, dtype: torch.dtype):
             reason = f"the download failed: {str(error).strip().splitlines()[0] if str(error).strip() else error!r}"
     raise VAENotFoundError(
         f"Cannot load the VAE {model_id!r}: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {reason}. "
-        f"On a machine with internet run `huggingface-cli download {model_id} --local-dir <dir>`, copy <dir> here and "
+        f"On a machine with internet run `hf download {model_id} --local-dir <dir>`, copy <dir> here and "
         f"pass load_vae('<dir>') (or copy the whole cache and set HF_HOME); load_vae() with no argument uses the "
         f"embedded offline VAE.") from None
 

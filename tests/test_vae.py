@@ -60,7 +60,7 @@ def test_offline_hub_id_gives_a_one_line_error(monkeypatch, tmp_path):
         load_vae(model_id)
     message = str(error.value)
     assert "\n" not in message
-    assert model_id in message and f"huggingface-cli download {model_id} --local-dir" in message
+    assert model_id in message and f"hf download {model_id} --local-dir" in message
     assert "HF_HUB_OFFLINE" in message
 
 
