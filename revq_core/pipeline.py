@@ -110,17 +110,16 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
     return DataSplits(latents["train"], latents["val"], eval_images)
 
 
-@torch.no_grad()
 def _vae_key(vae) -> str:
     """A short hash of the VAE's config and weights (the first values of every parameter tensor): latents cached
     for one VAE are never reused for another with the same architecture (sana-1.0 vs 1.1, random weights)."""
     digest = hashlib.sha1(repr(sorted(dict(vae.config).items())).encode())
-    with torch.no_grad():
-        for parameter in vae.parameters():
-            digest.update(parameter.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
+    for parameter in vae.parameters():
+        digest.update(parameter.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:10]
 
 
+@torch.no_grad()
 def reconstruct_images(model, vae, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(VAE-only, ReVQ) reconstructions of images (N, 3, H, W) in [-1, 1], both (N, 3, H, W) on the CPU."""
     latents = encode(vae, images, batch_size)  # (N, C, h, w)
