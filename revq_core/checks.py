@@ -8,6 +8,35 @@ from __future__ import annotations
 import torch
 
 
+def check_device(device) -> None:
+    """Raise a one-line error if ``device`` cannot run here: ValueError for a string torch does not know or
+    the 'meta' device, RuntimeError for CUDA / MPS on a machine without it (or a CUDA index past the last GPU)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device ({first_line(error)}); use 'cpu', "
+                         f"'cuda' or 'cuda:<index>'.") from None
+    if parsed.type == "meta":
+        raise ValueError("device 'meta' holds no data and cannot train; use 'cpu' or 'cuda'.")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+            raise RuntimeError(f"device {device!r} was asked for, but CUDA is not available on this machine ({build}); "
+                               f"use device 'cpu', or install a CUDA build of torch on a machine with an NVIDIA GPU.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                               f"CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device!r} was asked for, but MPS (Apple GPU) is not available on this machine; "
+                           f"use device 'cpu'.")
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when it has none (for one-line errors)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def check_latents(latents: torch.Tensor, latent_shape: tuple[int, int, int], name: str = "latents") -> None:
     """Check a batch of latents of shape (B, C, H, W) against the expected (C, H, W), and for NaN/Inf."""
     if not isinstance(latents, torch.Tensor):

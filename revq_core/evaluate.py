@@ -48,11 +48,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .checks import first_line
 from .data import ImageFolderDataset
 from .metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTION_URL, INCEPTION_WEIGHTS, FeatureMoments,
                       MissingDependencyError, MissingWeightsError, _check_images, _import_backend, find_weights,
                       frechet_distance, inception_network, inception_score, lpips_network, paper_psnr, paper_ssim,
-                      psnr_per_image, round_to_8_bits, ssim_per_image, to_uint8)
+                      psnr_per_image, round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
 
 PROTOCOLS = ("paper", "standard")
 PROTOCOL_DESCRIPTIONS = {
@@ -292,7 +293,7 @@ class _ShardOfImages(torch.utils.data.Dataset):
         try:
             return index, self.folder.load_uint8(index), None
         except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on a corrupt or truncated file
-            return index, None, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return index, None, first_line(error)
 
 
 def _collate(items) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
@@ -300,11 +301,6 @@ def _collate(items) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
     images = [image for _, image, _ in items if image is not None]
     failures = [(index, error) for index, image, error in items if image is None]
     return (torch.stack(images) if images else None), failures
-
-
-def _to_unit(decoded: torch.Tensor) -> torch.Tensor:
-    """Decoder output in [-1, 1] -> [0, 1], clamped, float32 (as the authors' script: (x + 1) / 2, clamp)."""
-    return ((decoded.float() + 1) / 2).clamp(0.0, 1.0)
 
 
 def default_image_size(vae, model=None) -> int:
@@ -380,10 +376,10 @@ def evaluate_image_folder(data: str | os.PathLike, vae, model=None, include_vae:
             latents = vae.encode((originals * 2 - 1).to(vae_dtype)).latent
             reconstructions = {}
             if "vae" in sources:
-                reconstructions["vae"] = _to_unit(vae.decode(latents).sample)
+                reconstructions["vae"] = to_unit_range(vae.decode(latents).sample.float())
             if "revq" in sources:
                 revq_latents = model.reconstruct_latent(latents.to(model.normalizer.mean))
-                reconstructions["revq"] = _to_unit(vae.decode(revq_latents.to(vae_dtype)).sample)
+                reconstructions["revq"] = to_unit_range(vae.decode(revq_latents.to(vae_dtype)).sample.float())
             evaluator.update(originals, reconstructions)
     evaluator.reduce()
     skipped = sorted({item for per_rank in distributed.gather_objects(skipped) for item in per_rank})

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .checks import first_line
 from .vae import encode
 
 
@@ -176,10 +177,10 @@ def load_latent_cache(path: str | os.PathLike) -> torch.Tensor:
     try:
         latents = np.load(path, mmap_mode="c", allow_pickle=False)
     except Exception as error:  # numpy raises ValueError, OSError, EOFError, ... depending on the damage
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "pickle" in first_line:  # numpy's advice to load it unsafely: not for a latent cache
-            first_line = "no .npy header"
-        raise ValueError(f"{path} is not a readable .npy latent cache ({first_line}): it is truncated or not a "
+        reason = first_line(error)
+        if "pickle" in reason:  # numpy's advice to load it unsafely: not for a latent cache
+            reason = "no .npy header"
+        raise ValueError(f"{path} is not a readable .npy latent cache ({reason}): it is truncated or not a "
                          f".npy file. Delete it and its .stats.npz, then write it again with encode_to_cache(...)."
                          ) from None
     if latents.ndim != 4:

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from revq_core.checks import first_line
 from revq_core.data import ImageFolderDataset, build_photo_dataset, cache_dir
 from revq_core.latent_cache import cache_is_complete, encode_to_cache, load_latent_cache
 from revq_core.vae import embedded_vae_dir, encode, load_vae
@@ -85,8 +86,7 @@ def load_latents(path: str | os.PathLike) -> torch.Tensor:
             names = list(file.keys())
             latents = file.get_tensor("latents") if "latents" in names else None
     except Exception as error:  # safetensors raises its own SafetensorError (header, size, dtype problems)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable safetensors latent file ({first_line}): it is truncated or not "
+        raise ValueError(f"{path} is not a readable safetensors latent file ({first_line(error)}): it is truncated or not "
                          f"a safetensors file. Delete it and write it again with save_latents(...) (a cache made "
                          f"by embedded_latents or encode_image_folder is re-encoded when missing).") from None
     if latents is None:

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import first_line
+
 PSNR_CAP_DB = 80.0  # PSNR of identical images; the authors' evaluator (pyiqa) adds 1e-8 to the MSE, capping at 80 dB
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet (ImageNet), the LPIPS backbone
@@ -339,7 +341,7 @@ def _import_backend(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = first_line(err)
         problem = f"{module} is not installed" if err.name == module else f"{module} fails to import ({detail})"
     except Exception as err:  # RuntimeError/OSError from a torchvision build that does not match torch, ...
         detail = str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from .checks import check_device
 from .data import ImageFolderDataset, build_photo_dataset, cache_dir
 from .evaluate import Evaluator, perceptual_networks
 from .latents import embedded_latents, encode_image_folder
@@ -28,9 +29,7 @@ from .vae import decode, encode, load_vae
 def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | None, config=None) -> None:
     """Fail before any work if ``device`` cannot run here or ``output_dir`` cannot be a directory we write.
 
-    Raises (one line each): ValueError for a device string torch does not know or the 'meta' device,
-    RuntimeError for CUDA / MPS asked for on a machine without it (or a CUDA index past the last GPU),
-    NotADirectoryError if ``output_dir`` or one of its parents is an existing file, PermissionError if
+    Raises (one line each): the errors of ``checks.check_device`` for the device, NotADirectoryError if ``output_dir`` or one of its parents is an existing file, PermissionError if
     the directory that would hold it is not writable. ``output_dir=None`` (no files written) passes.
     With ``config`` (a ``TrainConfig``) its fields are checked too, as ``train()`` does at its start.
     """
@@ -38,24 +37,7 @@ def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | 
         from .train import _check_config
 
         _check_config(config)
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not a torch device ({str(error).splitlines()[0]}); use 'cpu', "
-                         f"'cuda' or 'cuda:<index>'.") from None
-    if parsed.type == "meta":
-        raise ValueError("device 'meta' holds no data and cannot train; use 'cpu' or 'cuda'.")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
-            raise RuntimeError(f"device {device!r} was asked for, but CUDA is not available on this machine ({build}); "
-                               f"use device 'cpu', or install a CUDA build of torch on a machine with an NVIDIA GPU.")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
-                               f"CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device {device!r} was asked for, but MPS (Apple GPU) is not available on this machine; "
-                           f"use device 'cpu'.")
+    check_device(device)
     if output_dir is None:
         return
     path = Path(output_dir).expanduser()

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import cpu_threads, distributed
 from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
-from .checks import check_finite, check_latents
+from .checks import check_device, check_finite, check_latents
 from .model import ReVQ
 from .reset import CodeUsage, reset_unused_codes
 from .run_dir import CHECKPOINT, HISTORY, MODEL, RunDirectoryError, claim_run_directory
@@ -493,8 +493,7 @@ def _generator(seed: int, epoch: int, purpose: str) -> torch.Generator:
 
 
 def _configure_torch(config: TrainConfig) -> None:
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {config.device!r} asked for, but CUDA is not available here; use device='cpu'.")
+    check_device(config.device)
     if config.device == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU steps slow down as training goes on
         threads = cpu_threads(config.num_threads)
