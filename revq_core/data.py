@@ -113,6 +113,32 @@ def load_photo(source: PhotoSource) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+# The photo corpus v2: real photographs committed under data/photos/<split>/*.jpg (listed with source,
+# author and licence in data/photos/manifest.csv), used by the embedded default v2 (128 x 128 crops).
+PHOTO_CORPUS_DIR = Path(__file__).resolve().parent.parent / "data" / "photos"
+# Crop sides (source pixels, capped at the short side, <= 512 in the corpus) for 128 x 128 crops.
+CORPUS_V2_CROP_SCALES: tuple[int, ...] = (128, 192, 256, 384, 512)
+CORPUS_NAMES = ("v1", "v2")
+
+
+def corpus_photo_paths(split: str) -> list[Path]:
+    """The photo files of one split of the corpus v2 (``data/photos/<split>/*.jpg``), sorted by name."""
+    if split not in SPLIT_SCENES:
+        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
+    paths = sorted((PHOTO_CORPUS_DIR / split).glob("*.jpg"))
+    if not paths:
+        raise FileNotFoundError(f"No photos in {PHOTO_CORPUS_DIR / split}: the corpus v2 ships with the repository; "
+                                f"restore it with `git checkout -- data/photos` or rebuild it with "
+                                f"`python scripts/build_photo_corpus.py`.")
+    return paths
+
+
+def load_corpus_photo(path: Path) -> np.ndarray:
+    """Read one photo of the corpus v2 as a uint8 array of shape (H, W, 3)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def cache_dir() -> Path:
     """The cache directory: ``$REVQ_CACHE`` if set, else ``.cache/`` at the repository root."""
     if os.environ.get("REVQ_CACHE"):
@@ -158,11 +184,12 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int = 64,
                         scales: tuple[int, ...] = DEFAULT_CROP_SCALES, flip: bool = True, as_uint8: bool = False,
-                        use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+                        use_cache: bool = True, progress: bool = False, corpus: str = "v1") -> torch.Tensor:
     """Random crops of the embedded photos of one split, deterministic for a given seed.
 
     Args:
-        split: "train", "val" or "test"; the split's photos are listed in ``SPLIT_SCENES``.
+        split: "train", "val" or "test"; the split's photos are listed in ``SPLIT_SCENES`` (corpus v1) or
+            are the files of ``data/photos/<split>/`` (corpus v2).
         num_crops: number of crops N (default ``DEFAULT_NUM_CROPS[split]``), spread evenly over the split's photos.
         seed: the same seed and arguments give the same crops, bit for bit.
         size: side of the returned crops in pixels.
@@ -170,6 +197,7 @@ def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed
         flip: horizontal flips as augmentation.
         as_uint8: return the uint8 crops (4x less memory) instead of float in [-1, 1].
         use_cache: read/write the crops as ``.npy`` under ``cache_dir()``.
+        corpus: "v1" (12 photos bundled in pip packages) or "v2" (the 97 photos of ``data/photos/``).
 
     Returns:
         Tensor (N, 3, size, size): float32 in [-1, 1], or uint8 if ``as_uint8``.
@@ -179,20 +207,31 @@ def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed
         raise ValueError(f"num_crops must be positive, got {num_crops}.")
     if size <= 0 or not scales or min(scales) <= 0:
         raise ValueError(f"size and every crop scale must be positive, got size={size}, scales={scales}.")
-    sources = photo_sources(split)
+    if corpus not in CORPUS_NAMES:
+        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
+    if corpus == "v1":
+        sources = photo_sources(split)
+        names, loaders = [source.name for source in sources], [lambda source=source: load_photo(source) for source in sources]
+    else:
+        paths = corpus_photo_paths(split)
+        names, loaders = [path.name for path in paths], [lambda path=path: load_corpus_photo(path) for path in paths]
     settings = {"split": split, "num_crops": num_crops, "seed": seed, "size": size, "scales": list(scales),
-                "flip": flip, "sources": [source.name for source in sources], "version": 1}
+                "flip": flip, "sources": names, "version": 1}
+    if corpus == "v2":  # the file contents, so an edited corpus never reuses stale crops
+        settings["corpus"] = hashlib.sha1(b"".join(path.read_bytes() for path in paths)).hexdigest()
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    cache_path = cache_dir() / f"photos_{split}_{num_crops}x{size}_seed{seed}_{key}.npy"
+    prefix = "photos" if corpus == "v1" else "photos_v2"
+    cache_path = cache_dir() / f"{prefix}_{split}_{num_crops}x{size}_seed{seed}_{key}.npy"
 
     if use_cache and cache_path.is_file():
         crops = np.load(cache_path)
     else:
         rng = np.random.default_rng(_split_seed(split, seed))
-        counts = np.full(len(sources), num_crops // len(sources))
-        counts[: num_crops % len(sources)] += 1
-        parts = [random_crops(load_photo(source), int(count), rng, size, scales, flip)
-                 for source, count in tqdm(list(zip(sources, counts)), desc=f"crops {split}", disable=not progress)]
+        counts = np.full(len(loaders), num_crops // len(loaders))
+        counts[: num_crops % len(loaders)] += 1
+        parts = [random_crops(load(), int(count), rng, size, scales, flip)
+                 for load, count in tqdm(list(zip(loaders, counts)), desc=f"crops {split}", disable=not progress)
+                 if count > 0]
         crops = np.concatenate(parts)
         crops = crops[rng.permutation(len(crops))]  # mix photos so any prefix is a fair sample
         if use_cache:

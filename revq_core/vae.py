@@ -24,6 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 EMBEDDED_VAE_DIRNAME = Path("data") / "embedded_vae"
+# Names load_vae accepts for the VAEs shipped in this repository (a tokenizer records one in its config).
+EMBEDDED_VAE_DIRS = {"embedded": EMBEDDED_VAE_DIRNAME, "embedded-v2": Path("data") / "embedded_vae_v2"}
 # The DC-AE checkpoints of the paper's family on the Hugging Face hub (diffusers format).
 DC_AE_HUB_IDS = ("mit-han-lab/dc-ae-f32c32-in-1.0-diffusers", "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")
 PRETRAIN_COMMAND = "python scripts/pretrain_vae.py --minutes 120"
@@ -61,6 +63,35 @@ def embedded_vae_config() -> dict:
     )
 
 
+def embedded_vae_v2_config() -> dict:
+    """Config of the embedded VAE v2: an f16c32 ``AutoencoderDC`` (128 x 128 x 3 -> 32 x 8 x 8, 24x compression).
+
+    Five stages at 64, 64, 32, 16 and 8 pixels for a 128 x 128 input (the input conv pixel-unshuffles to
+    64 x 64; no blocks at full resolution), ResBlocks on the first four, EfficientViT blocks (linear
+    attention with a 5 x 5 multi-scale branch) at 8 x 8; 10.9 M parameters. Being convolutional with
+    linear attention it also runs on 64 x 64 patches (-> 32 x 4 x 4), which is how most of its training
+    steps are taken (4x cheaper; see ``scripts/pretrain_vae.py``).
+    """
+    return dict(
+        in_channels=3,
+        latent_channels=32,
+        attention_head_dim=32,
+        encoder_block_types=("ResBlock", "ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"),
+        encoder_block_out_channels=(32, 48, 96, 192, 256),
+        decoder_block_out_channels=(32, 48, 96, 192, 256),
+        encoder_layers_per_block=(0, 1, 1, 2, 2),
+        decoder_layers_per_block=(0, 1, 2, 2, 2),
+        encoder_qkv_multiscales=((), (), (), (), (5,)),
+        decoder_qkv_multiscales=((), (), (), (), (5,)),
+        upsample_block_type="pixel_shuffle",
+        downsample_block_type="pixel_unshuffle",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=1.0,
+    )
+
+
 def build_embedded_vae(config: dict | None = None):
     """A freshly initialised embedded VAE (``AutoencoderDC``), for training."""
     from diffusers import AutoencoderDC
@@ -86,7 +117,8 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
     """Load a frozen ``AutoencoderDC`` in eval mode, without gradients.
 
     Args:
-        name_or_path: None for the embedded VAE (``data/embedded_vae``); a local directory made by
+        name_or_path: None or "embedded" for the embedded VAE (``data/embedded_vae``), "embedded-v2" for the
+            f16c32 one in ``data/embedded_vae_v2``; a local directory made by
             ``save_pretrained`` or ``hf download <id> --local-dir <dir>``; or a hub id such as
             ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``, read from the Hugging Face cache (HF_HOME).
         device, dtype: where and in which precision to put the weights.
@@ -97,6 +129,15 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
     """
     from diffusers import AutoencoderDC
 
+    if name_or_path == "embedded":
+        name_or_path = None
+    elif isinstance(name_or_path, str) and name_or_path in EMBEDDED_VAE_DIRS:
+        path = Path(__file__).resolve().parent.parent / EMBEDDED_VAE_DIRS[name_or_path]
+        if not _is_model_dir(path):
+            raise VAENotFoundError(f"The VAE {name_or_path!r} is missing from {path} (no config.json + *.safetensors): "
+                                   f"restore it with `git checkout -- {EMBEDDED_VAE_DIRS[name_or_path]}` or build it "
+                                   f"with `python scripts/pretrain_vae.py --version v2`.")
+        name_or_path = path
     if name_or_path is None:
         path = embedded_vae_dir()
         if not _is_model_dir(path):

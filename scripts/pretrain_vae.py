@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from revq_core.data import build_photo_dataset, cache_dir, uint8_to_float  # noqa: E402
-from revq_core.vae import (bicubic_baseline, build_embedded_vae, decode, embedded_vae_dir, encode,  # noqa: E402
-                           format_quality, load_vae, reconstruction_quality)
+from revq_core.data import CORPUS_V2_CROP_SCALES, build_photo_dataset, cache_dir, uint8_to_float  # noqa: E402
+from revq_core.vae import (bicubic_baseline, build_embedded_vae, decode, embedded_vae_dir,  # noqa: E402
+                           embedded_vae_v2_config, encode, format_quality, load_vae, reconstruction_quality)
 
 
 def parse_args(argv=None):
@@ -66,6 +66,13 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=None, help="default: data/embedded_vae")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--evaluate", action="store_true", help="only evaluate the saved model and draw the figure")
+    parser.add_argument("--version", choices=("v1", "v2"), default="v1",
+                        help="v1: f8c32 on 64 x 64 crops of the 12 pip-package photos (data/embedded_vae); "
+                             "v2: f16c32 on 128 x 128 crops of the 97 photos of data/photos (data/embedded_vae_v2)")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="train on random patches of this side cut from the crops (v2 default 64: 4x cheaper "
+                             "steps) until the last --full-size-fraction of the run, then on whole crops")
+    parser.add_argument("--full-size-fraction", type=float, default=0.25)
     return parser.parse_args(argv)
 
 
@@ -147,11 +154,11 @@ def train(args) -> None:
     log_path = out_dir / "training_log.csv"
     seed_everything(args.seed)
 
-    train_crops = build_photo_dataset("train", args.train_crops, seed=0, as_uint8=True, progress=True)
-    val_images = build_photo_dataset("val", args.val_crops, seed=0)
+    train_crops = build_photo_dataset("train", args.train_crops, seed=0, as_uint8=True, progress=True, **crop_settings(args))
+    val_images = build_photo_dataset("val", args.val_crops, seed=0, **crop_settings(args))
     print(f"train crops {tuple(train_crops.shape)}, val crops {tuple(val_images.shape)}", flush=True)
 
-    model = build_embedded_vae()
+    model = build_embedded_vae(embedded_vae_v2_config() if args.version == "v2" else None)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
     step, best_psnr, elapsed_before, total_steps = 0, -math.inf, 0.0, args.steps
@@ -210,6 +217,14 @@ def train(args) -> None:
 
         indices = torch.randint(0, len(train_crops), (args.batch_size,))
         images = uint8_to_float(train_crops[indices])
+        if total_steps is None:
+            fraction = (elapsed_before + time.time() - start) / (elapsed_before + deadline - start)
+        else:
+            fraction = step / total_steps
+        patch = args.patch_size if args.patch_size and fraction < 1 - args.full_size_fraction else None
+        if patch and patch < images.shape[-1]:  # one random patch position per batch
+            top, left = (int(value) for value in torch.randint(0, images.shape[-1] - patch + 1, (2,)))
+            images = images[..., top:top + patch, left:left + patch]
         flip = torch.rand(args.batch_size) < 0.5  # the crops are flipped once more, independently
         images[flip] = images[flip].flip(-1)
         reconstruction = model.decode(model.encode(images).latent).sample
@@ -257,7 +272,7 @@ def evaluate(args) -> None:
     """Test-split PSNR/SSIM of the saved embedded VAE beside bicubic; writes quality.json and the figure."""
     out_dir = args.out or embedded_vae_dir()
     vae = load_vae(out_dir)
-    images = build_photo_dataset("test")
+    images = build_photo_dataset("test", **crop_settings(args))
     latents = encode(vae, images, 128)
     reconstructions = decode(vae, latents, 128)
     bicubic = bicubic_baseline(images, latents[0].numel())  # 26 x 26 x 3 = 2028 <= 32 x 8 x 8 = 2048 values
@@ -335,8 +350,19 @@ def save_learning_curve(log_path: Path, path: Path, results) -> None:
     print(f"figure saved to {path}")
 
 
+def crop_settings(args) -> dict:
+    """Arguments of ``build_photo_dataset`` for the chosen version (v2: corpus v2, 128 x 128 crops)."""
+    if args.version == "v2":
+        return {"corpus": "v2", "size": 128, "scales": CORPUS_V2_CROP_SCALES}
+    return {}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.version == "v2":
+        args.out = args.out or REPO / "data" / "embedded_vae_v2"
+        args.run_dir = args.run_dir or cache_dir() / "pretrain_vae_v2"
+        args.patch_size = 64 if args.patch_size is None else args.patch_size
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     if args.evaluate:
