@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quantizer import CONFIGS, LATENT_SHAPE, reference_step, revq_step  # noqa: E402
 from train_step import ReferenceStep, RevqStep  # noqa: E402
 
-from revq_core import gpu_search  # noqa: E402
-from revq_core.quantizer import Quantizer  # noqa: E402
-from revq_core.search import brute_force_nearest_codes, nearest_codes  # noqa: E402
-from revq_core.train import preset, train  # noqa: E402
+from revq_core.modeling.quantizer import Quantizer  # noqa: E402
+from revq_core.ops import gpu_search  # noqa: E402
+from revq_core.ops.search import brute_force_nearest_codes, nearest_codes  # noqa: E402
+from revq_core.training.config import preset
+from revq_core.training.trainer import train  # noqa: E402
 
 STEPS_PER_EPOCH = 1_281_167 // 256  # ImageNet train at the paper's batch, drop_last
 DEVICE = "cuda"
@@ -214,8 +215,8 @@ def time_train_loop(steps_per_epoch: int = 200, epochs: int = 3, batch: int = 25
     """``train()`` itself at 512T on random latents (kept on the CPU, as a memory-mapped cache would be):
     default settings vs ``speed_settings("cuda")``; seconds per epoch (the first includes compiling),
     steps/s of the later epochs, and the 100-epoch ImageNet time that gives; the saved model reloads."""
-    from revq_core.model import ReVQ
-    from revq_core.train import speed_settings
+    from revq_core.modeling.revq import ReVQ
+    from revq_core.training.config import speed_settings
 
     generator = torch.Generator().manual_seed(3)
     train_latents = torch.randn(steps_per_epoch * batch, *LATENT_SHAPE, generator=generator)

@@ -1,10 +1,10 @@
 """A/B of two versions of the fused CPU search kernel: the kernel alone, interleaved in one process.
 
 Usage (a minute per configuration on 2 cores):
-    git show HEAD~1:revq_core/cpu_search.py > /tmp/before.py
-    .venv/bin/python benchmarks/kernel_ab.py /tmp/before.py revq_core/cpu_search.py --configs 512T 256T_65k
+    git show HEAD~1:revq_core/ops/cpu_search.py > /tmp/before.py
+    .venv/bin/python benchmarks/kernel_ab.py /tmp/before.py revq_core/ops/cpu_search.py --configs 512T 256T_65k
 
-Each file is a version of ``revq_core/cpu_search.py``; its C++ source is built under its own name
+Each file is a version of ``revq_core/ops/cpu_search.py``; its C++ source is built under its own name
 (the first run of a new version compiles it, ~40 s). The two kernels then search the same random
 tokens and codebook (``benchmarks/quantizer.py``'s configurations: G codebooks of K codes, D, B = 64
 tokens per codebook) in alternating order, with a 300 MB write before every call so both start with
@@ -68,7 +68,7 @@ def compare(modules, config: str, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", help="version A of revq_core/cpu_search.py")
+    parser.add_argument("a", help="version A of revq_core/ops/cpu_search.py")
     parser.add_argument("b", help="version B")
     parser.add_argument("--configs", nargs="+", default=["512T"], choices=list(CONFIGS))
     parser.add_argument("--rounds", type=int, default=9)

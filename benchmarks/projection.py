@@ -10,7 +10,7 @@ Work of one step at the paper's batch B = 256 (G = T = 512, K = 16384, D = 4, Vi
   torch's formula for ``convolution_backward`` ignores ``groups`` (a depthwise 3x3 conv over 4096
   channels counts 4096x too much: 87 instead of 5.4 GFLOP per latent here), so a grouped-aware
   formula replaces it (``conv_backward_flops``: each of grad_input and grad_weight costs the forward's);
-- code search in the GPU (matmul) form of ``revq_core.search``: the score ``baddbmm`` counted by
+- code search in the GPU (matmul) form of ``revq_core.ops.search``: the score ``baddbmm`` counted by
   FlopCounterMode (= 2*B*G*K*D), and its traffic: the (G, B, K) float32 scores are written once and
   read twice (min, then the runner-up's amin) -- this, not the FLOPs, is what costs;
 - gather, codebook gradient (zero fill + index_add of a G*K*D tensor), clipping and AdamW over all
@@ -20,7 +20,7 @@ Time per step = FLOPs / (efficiency x peak) + bytes / (bandwidth efficiency x 1 
 today (search in the matmul form; with bf16: TrainConfig(autocast_bf16=True, fused_adamw=True)).
 The "fused" scenario is a projection of work NOT done here, stated as assumptions: the rectifier's
 elementwise chains fused (torch.compile, TrainConfig(compile_rectifier=True)) cut its traffic by
-``FUSION_TRAFFIC_FACTOR``; a fused GPU search kernel (like ``revq_core/cpu_search.py``) never writes
+``FUSION_TRAFFIC_FACTOR``; a fused GPU search kernel (like ``revq_core/ops/cpu_search.py``) never writes
 the score tensor and costs ``FUSED_SEARCH_OVERHEAD`` x its FMA count on the float32 units (the CPU
 kernel's measured overhead); compute and memory of each part overlap (max instead of sum).
 Anchors (docs/method.md, "Training cost and hardware anchors"): 165 dense bf16 tensor TFLOP/s, 82.6 fp32
@@ -40,7 +40,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.rectifier import build_rectifier, count_parameters  # noqa: E402
+from revq_core.modeling.rectifiers import build_rectifier, count_parameters  # noqa: E402
 
 BATCH, GROUPS, CODES, CODE_DIM = 256, 512, 16384, 4
 LATENT_SHAPE = (32, 8, 8)

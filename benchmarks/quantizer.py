@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.quantizer import Quantizer  # noqa: E402
+from revq_core.modeling.quantizer import Quantizer  # noqa: E402
 
 LATENT_SHAPE = (32, 8, 8)
 CONFIGS = {  # name: (G, K, D, B); T = G (the paper's one codebook per token position)

@@ -7,7 +7,7 @@ Usage (2-core CPU, ~2 minutes):
 
 Configuration: G = T = 512 codebooks of K = 16384 codes of D = 4 (a 32M-number codebook), ViT
 rectifier of width 512 and depth 3, global batch B = 32 of normalized latents (32, 8, 8).
-A step is what ``revq_core.train._train_epoch`` does per batch:
+A step is what ``revq_core.training.trainer._train_epoch`` does per batch:
     forward (quantize, rectify the detached quantized latent, both MSE losses), finite-loss check,
     zero_grad, backward, gradient-norm clipping at 1.0 for quantizer and rectifier, AdamW,
     code-usage counts, the three losses read back with .item().
@@ -37,9 +37,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.reset import CodeUsage  # noqa: E402
-from revq_core.train import (_optimizer_and_scheduler, build_model, compile_rectifier, preset,  # noqa: E402
-                              set_in_place_codebook_grad, train_step)
+from revq_core.modeling.reset import CodeUsage  # noqa: E402
+from revq_core.training.config import preset
+from revq_core.training.trainer import (
+    _optimizer_and_scheduler,
+    build_model,
+    compile_rectifier,
+    set_in_place_codebook_grad,
+    train_step,
+)
 
 
 class RevqStep:

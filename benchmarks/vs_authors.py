@@ -29,7 +29,7 @@ One epoch = ``--steps`` training steps over the N latents (shuffled, drop_last) 
     ``ExponentialLR.step()``; a ``DataLoader(TensorDataset, shuffle=True, drop_last=True)`` with
     ``num_workers=0`` (theirs asks for 8 workers and pinned memory for a GPU; with latents in memory that
     only adds processes here). Not run: their tensorboard logging and tqdm bar.
-  ours: what ``revq_core.train.train`` runs per epoch (``_train_epoch`` with ``train_step``: forward,
+  ours: what ``revq_core.training.trainer.train`` runs per epoch (``_train_epoch`` with ``train_step``: forward,
     finite-loss check, backward, clipping, AdamW (foreach), usage counts, three ``.item()``; then
     ``_end_of_epoch_reset`` and ``scheduler.step()``), on a model set up as ``train()`` sets it up.
 Excluded from both: one-time setup (building the models, their ``prepare_codebook``, the optimizers),
@@ -56,9 +56,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.convert import convert_authors_checkpoint  # noqa: E402
-from revq_core.reset import CodeUsage  # noqa: E402
-from revq_core.train import (_end_of_epoch_reset, _optimizer_and_scheduler, _train_epoch,  # noqa: E402
-                             compile_rectifier, preset, set_in_place_codebook_grad, speed_settings, train_step)
+from revq_core.modeling.reset import CodeUsage  # noqa: E402
+from revq_core.training.config import preset, speed_settings
+from revq_core.training.trainer import (
+    _end_of_epoch_reset,
+    _optimizer_and_scheduler,
+    _train_epoch,
+    compile_rectifier,
+    set_in_place_codebook_grad,
+    train_step,
+)
 
 AUTHORS_CONFIG = "configs/512T_NC=16384.yaml"
 LATENT_SHAPE = (32, 8, 8)

@@ -30,11 +30,11 @@
 #   256 x 256 -> 32 x 8 x 8.
 #
 # Every FLOP and parameter is assigned to the feature-map resolution of the module that does or holds it
-# (`revq_core.flops.costs_per_resolution`); convolutions and matmuls are counted, norms and activations are not.
+# (`revq_core.paper.flops.costs_per_resolution`); convolutions and matmuls are counted, norms and activations are not.
 
 # %% tags=["parameters"]
 IMAGE_SIZE = 256  # input resolution of the autoencoders
-MODELS = ["maskbit-vqgan", "dc-ae-in-1.0", "dc-ae-sana-1.1"]  # keys of revq_core.flops.MODEL_CONFIGS
+MODELS = ["maskbit-vqgan", "dc-ae-in-1.0", "dc-ae-sana-1.1"]  # keys of revq_core.paper.flops.MODEL_CONFIGS
 TOKENS_PER_IMAGE = 512  # ReVQ setting whose training step we cost: T = 512, K = 16384
 CODES_PER_GROUP = 16384
 RECTIFIER_WIDTH = 512  # ViT rectifier of the paper's 512-token model (~14 M parameters)
@@ -46,11 +46,11 @@ SEED = 0
 import torch
 import matplotlib.pyplot as plt
 
-from revq_core.flops import (REFERENCE_GFLOPS, build_on_meta, costs_per_resolution, format_levels,
-                             latent_step_flops, part_totals, plot_shares, shares_by_resolution, count_flops)
-from revq_core.model import ReVQ
-from revq_core.plots import save_figure
-from revq_core.rectifier import count_parameters
+from revq_core.paper.flops import (REFERENCE_GFLOPS, build_on_meta, costs_per_resolution, format_levels,
+                                   latent_step_flops, part_totals, plot_shares, shares_by_resolution, count_flops)
+from revq_core.modeling.revq import ReVQ
+from revq_core.paper.plots import save_figure
+from revq_core.modeling.rectifiers import count_parameters
 
 _ = torch.manual_seed(SEED)
 

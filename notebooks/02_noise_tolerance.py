@@ -21,7 +21,7 @@
 # ~ 0.09); the rectifier pulls the quantized latent back inside it.
 #
 # Here: the embedded VAE (a small DC-AE-style `AutoencoderDC`, 64 x 64 x 3 -> 32 x 8 x 8, see
-# `revq_core.vae`) on held-out test crops of the embedded photo set; latents normalized per dimension with
+# `revq_core.autoencoders`) on held-out test crops of the embedded photo set; latents normalized per dimension with
 # the training-split statistics; one fixed standard-normal draw scaled by each sigma (common random
 # numbers). PSNR/SSIM on RGB and on Y (the paper's convention) against the original crops.
 
@@ -39,12 +39,14 @@ PAPER_THRESHOLD = 0.3
 import torch
 import matplotlib.pyplot as plt
 
-from revq_core.data import build_photo_dataset
-from revq_core.latents import embedded_latents
-from revq_core.noise import crossing_sigma, knee_sigma, noise_sweep, plot_noise_grid, plot_quality_curves, steepest_drop
-from revq_core.normalizer import LatentNormalizer
-from revq_core.plots import save_figure
-from revq_core.vae import bicubic_baseline, load_vae, reconstruction_quality
+from revq_core.data.photos import build_photo_dataset
+from revq_core.data.latents import embedded_latents
+from revq_core.paper.noise import (crossing_sigma, knee_sigma, noise_sweep, plot_noise_grid, plot_quality_curves,
+                                   steepest_drop)
+from revq_core.modeling.normalizer import LatentNormalizer
+from revq_core.paper.plots import save_figure
+from revq_core.evaluation.vae_quality import bicubic_baseline, reconstruction_quality
+from revq_core.autoencoders.loading import load_vae
 
 _ = torch.manual_seed(SEED)
 torch.set_flush_denormal(True)
@@ -149,7 +151,7 @@ print("Reproduced at this scale: the threshold estimate lies within 0.15 of the 
 # notebook (decoded images differ in their last digits between machines: `notebooks/README.md`).
 
 # %%
-from revq_core.verdict import Verdict
+from revq_core.paper.verdict import Verdict
 
 verdict = Verdict("02_noise_tolerance", compare_committed=(SIGMAS, NUM_CROPS, PSNR_DROP_DB, SEED)
                   == ([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], 96, 1.0, 0))

@@ -24,14 +24,14 @@
 #   the reachable points are the K x K grid {(a, b)}, symmetric about y = x;
 # - multi-group: `Quantizer(G=2, split="channel")`, K values for x and K others for y.
 #
-# Training is the ReVQ quantizer recipe (`revq_core.toy.train_toy_quantizer`: MSE to the selected codes,
+# Training is the ReVQ quantizer recipe (`revq_core.paper.toy.train_toy_quantizer`: MSE to the selected codes,
 # AdamW, ExponentialLR to 5 %, clipping at 1.0, reset after every epoch with ratio 0.2 and noise 0.1) from
 # a deliberately poor start: every code value is drawn from 4 + 0.5 N(0, 1), far from the centred data.
 # Two departures from the ImageNet recipe, both toy-scale choices: lr 0.1 instead of 0.01 (the codes must
 # travel ~4 units in 640 steps; with 0.05 or 20 epochs the anisotropic grid is still drifting at the end) and raw coordinates (no per-dimension normalization).
 
 # %% tags=["parameters"]
-DISTRIBUTIONS = ["blobs", "ring", "anisotropic"]  # revq_core.toy.TOY_DISTRIBUTIONS
+DISTRIBUTIONS = ["blobs", "ring", "anisotropic"]  # revq_core.paper.toy.TOY_DISTRIBUTIONS
 NUM_POINTS = 2048
 CODES_PER_GROUP = 8  # K; the reset revives floor(0.2 K) = 1 dead code per codebook per epoch
 EPOCHS = 40
@@ -48,8 +48,8 @@ import torch
 import matplotlib.pyplot as plt
 
 from revq_core import cpu_threads
-from revq_core.plots import save_figure
-from revq_core.toy import code_grid, codes_used, fit_toy, make_toy_points, plot_code_grid, quantization_mse
+from revq_core.paper.plots import save_figure
+from revq_core.paper.toy import code_grid, codes_used, fit_toy, make_toy_points, plot_code_grid, quantization_mse
 
 _ = torch.manual_seed(SEED)
 torch.set_flush_denormal(True)
@@ -154,7 +154,7 @@ print(f"Reproduced at this scale: claim 1 {symmetric}, claim 2 {multi_better} (t
 # differ in their last digits between machines: `notebooks/README.md`).
 
 # %%
-from revq_core.verdict import Verdict
+from revq_core.paper.verdict import Verdict
 
 
 def run_mse(name, multi_group, reset):

@@ -47,10 +47,10 @@ SEED = 42
 import matplotlib.pyplot as plt
 import torch
 
-from revq_core.experiments import format_table, pick, plot_metric_vs_tokens, sig, subset, sweep
-from revq_core.latents import embedded_latents
-from revq_core.plots import save_figure
-from revq_core.train import preset
+from revq_core.paper.experiments import format_table, pick, plot_metric_vs_tokens, sig, subset, sweep
+from revq_core.data.latents import embedded_latents
+from revq_core.paper.plots import save_figure
+from revq_core.training.config import preset
 
 torch.manual_seed(SEED)
 train_all, val_all = embedded_latents(["train", "val"], progress=False)
@@ -138,7 +138,7 @@ if "single" in SPLITS and "channel" in SPLITS:
 # rectified gap at T = 256 is a near tie (0.2 %), so only its size is checked, not its sign.
 
 # %%
-from revq_core.verdict import Verdict
+from revq_core.paper.verdict import Verdict
 
 
 def gap(tokens, metric):

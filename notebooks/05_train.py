@@ -59,12 +59,13 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from revq_core.model import ReVQ
+from revq_core.modeling.revq import ReVQ
 from revq_core.pipeline import (check_run_setup, evaluate_tokenizer, format_results, load_vae_for, prepare_data,
                                 reconstruct_images)
-from revq_core.plots import image_rows, plot_history, runs_dir, save_figure
-from revq_core.train import preset as make_preset
-from revq_core.train import speed_settings, train
+from revq_core.paper.plots import image_rows, plot_history, runs_dir, save_figure
+from revq_core.training.config import preset as make_preset
+from revq_core.training.config import speed_settings
+from revq_core.training.trainer import train
 
 torch.manual_seed(seed)
 overrides = {key: value for key, value in (("epochs", epochs), ("batch_size", batch_size)) if value is not None}
@@ -204,7 +205,7 @@ print(f"ReVQ vs the VAE alone: {kept_psnr:+.2f} dB PSNR (paper protocol); valida
 # same everywhere; with other parameters than the committed run's, only the claims are checked.
 
 # %%
-from revq_core.verdict import Verdict
+from revq_core.paper.verdict import Verdict
 
 verdict = Verdict("05_train", compare_committed=(preset, vae, data, epochs, batch_size, seed, num_eval_images)
                   == ("demo", None, None, None, None, 42, 256), strict=assert_checks)

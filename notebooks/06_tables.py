@@ -55,11 +55,11 @@ SEED = 42
 import matplotlib.pyplot as plt
 import torch
 
-from revq_core.experiments import (format_table, percent, pick, plot_bars, plot_usage_heatmap, run_config, subset,
-                                   sweep)
-from revq_core.latents import embedded_latents
-from revq_core.plots import save_figure
-from revq_core.train import preset
+from revq_core.paper.experiments import (format_table, percent, pick, plot_bars, plot_usage_heatmap, run_config,
+                                         subset, sweep)
+from revq_core.data.latents import embedded_latents
+from revq_core.paper.plots import save_figure
+from revq_core.training.config import preset
 
 torch.manual_seed(SEED)
 train_all, val_all = embedded_latents(["train", "val"], progress=False)
@@ -151,11 +151,11 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from revq_core.data import build_photo_dataset
-from revq_core.evaluate import PAPER_TABLE2
+from revq_core.data.photos import build_photo_dataset
+from revq_core.evaluation.protocol import PAPER_TABLE2
 from revq_core.pipeline import evaluate_tokenizer
-from revq_core.train import train
-from revq_core.vae import load_vae
+from revq_core.training.trainer import train
+from revq_core.autoencoders.loading import load_vae
 
 table2_model, _ = train(preset("demo", epochs=TABLE2_EPOCHS, seed=SEED, num_threads=THREADS), train_all, val_latents,
                         progress=False)
@@ -224,7 +224,7 @@ print(f"4. usage with reset: min {percent(min(with_reset))} over all runs | with
 # notebook (trained numbers differ in their last digits between machines: `notebooks/README.md`).
 
 # %%
-from revq_core.verdict import Verdict
+from revq_core.paper.verdict import Verdict
 
 
 verdict = Verdict("06_tables", compare_committed=(N_TRAIN, N_VAL, TOKENS, CODES, EPOCHS, BATCH_SIZE, RECTIFIERS,

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 
 from revq_core import cpu_threads
-from revq_core.experiments import (codebook_scaling, format_table, growth_per_halving, plot_codebook_scaling, sig,
-                                   smallest_k, subset)
-from revq_core.latents import embedded_latents
-from revq_core.plots import save_figure
+from revq_core.paper.experiments import (codebook_scaling, format_table, growth_per_halving, plot_codebook_scaling,
+                                         sig, smallest_k, subset)
+from revq_core.data.latents import embedded_latents
+from revq_core.paper.plots import save_figure
 
 torch.manual_seed(SEED)
 torch.set_num_threads(cpu_threads(THREADS))  # $REVQ_NUM_THREADS wins when set
@@ -116,7 +116,7 @@ print("claim reproduced at this scale:", "yes" if monotone and len(reached) >= 3
 # the values committed with this notebook (`notebooks/README.md`).
 
 # %%
-from revq_core.verdict import Verdict
+from revq_core.paper.verdict import Verdict
 
 
 def mse_at(tokens, codes):

@@ -7,7 +7,7 @@ Their layout, learned from their public repository (no code of theirs is used he
     codebook t % G (as ours); ``index_offset`` (G,) and ``count`` (G, K) are bookkeeping, dropped.
   - decoder (the rectifier): a one-stage DC-AE decoder built from diffusers ``EfficientViTBlock``s,
     keys ``conv_in.*``, ``up_blocks.0.<i>.*``, ``norm_out.*``, ``conv_out.*``: the same keys as
-    ``revq_core.rectifier.ViTRectifier``, so they map one to one onto ``rectifier.*``.
+    ``revq_core.modeling.rectifiers.ViTRectifier``, so they map one to one onto ``rectifier.*``.
 - ``preprocessor.pth``: ``mean`` and ``std`` of shape (C*H*W,) = (2048,), the per-dimension latent
   statistics (std is the square root of the variance); they become ``normalizer.mean/std`` (C, H, W).
 
@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .model import ReVQ, _is_hub_id
+from revq_core.modeling.revq import ReVQ, _is_hub_id
 
 LATENT_SHAPE = (32, 8, 8)  # DC-AE f32c32 at 256 x 256, the only latent the authors release models for
 IGNORED_QUANTIZER_KEYS = ("index_offset", "count")  # offsets into the flat codebook, usage counts
@@ -172,7 +172,7 @@ def load_authors_model(name_or_path: str | os.PathLike, preprocessor=None, stati
         preprocessor: their normalization statistics ``preprocessor.pth`` (``mean``/``std`` of shape (2048,)):
             a path, or a URL (e.g. ``AUTHORS_PREPROCESSOR_URL``) downloaded once into torch's hub directory.
         statistics: instead, (mean, var) of the training latents, each (32, 8, 8) or (2048,), e.g.
-            ``revq_core.latent_cache.latent_cache_statistics("latents/train.npy")``.
+            ``revq_core.data.latent_cache.latent_cache_statistics("latents/train.npy")``.
             With neither, the normalizer stays the identity and a warning says so.
         vae: the VAE name recorded in the model (their models quantize DC-AE sana-1.1 latents).
         revision, cache_dir: passed to ``huggingface_hub.hf_hub_download``.
@@ -222,8 +222,12 @@ def _authors_checkpoint_file(name_or_path, revision: str | None, cache_dir) -> P
     if hub_id == "<id>":
         raise FileNotFoundError(f"{name!r} is not a file, a directory or a Hugging Face Hub id: {local_copy}.")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                       RevisionNotFoundError)
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     url = f"https://huggingface.co/{name}/resolve/{revision or 'main'}/{AUTHORS_CHECKPOINT}"
     hub_logger = logging.getLogger("huggingface_hub")  # its retry warnings would bury the one-line error below
@@ -318,6 +322,27 @@ def _check_against(model: ReVQ, state: dict) -> None:
         raise CheckpointConversionError("the authors' checkpoint does not match the ReVQ it describes (keys named "
                                         "as ReVQ's, 'rectifier.*' = their 'decoder.*'): "
                                         + ", ".join(part for part in parts if part) + ".")
+
+
+
+def load_model(name_or_path: str, preprocessor: str | None = None):
+    """A ReVQ to evaluate: one of the authors' released models (their hub ids, a local copy of their hub
+    repository, or their ckpt.pth; converted by ``convert.load_authors_model`` with their normalization
+    statistics from ``preprocessor``, default their repository's file) or one written by ``save_pretrained``."""
+    from revq_core.convert import (
+        AUTHORS_CHECKPOINT,
+        AUTHORS_MODELS,
+        AUTHORS_PREPROCESSOR_URL,
+        load_authors_model,
+    )
+    from revq_core.modeling.revq import ReVQ
+
+    path = Path(name_or_path).expanduser()
+    theirs = (name_or_path in AUTHORS_MODELS or path.name == AUTHORS_CHECKPOINT
+              or (path.is_dir() and (path / AUTHORS_CHECKPOINT).is_file() and not (path / "config.json").is_file()))
+    if theirs:
+        return load_authors_model(name_or_path, preprocessor=preprocessor or AUTHORS_PREPROCESSOR_URL)
+    return ReVQ.from_pretrained(name_or_path)
 
 
 def main(argv: list[str] | None = None) -> None:

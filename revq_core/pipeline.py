@@ -11,19 +11,21 @@ Two data sources, one interface:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from .checks import check_device
-from .data import ImageFolderDataset, build_photo_dataset, cache_dir
-from .evaluate import Evaluator, perceptual_networks
-from .latents import embedded_latents, encode_image_folder
-from .metrics import to_unit_range
-from .vae import decode, encode, load_vae
+from revq_core.autoencoders.base import as_latent_autoencoder, decode, encode
+from revq_core.autoencoders.loading import load_vae
+from revq_core.checks import check_device
+from revq_core.data.files import cache_dir
+from revq_core.data.images import ImageFolderDataset
+from revq_core.data.latents import embedded_latents, encode_image_folder
+from revq_core.data.photos import build_photo_dataset
+from revq_core.evaluation.metrics import to_unit_range
+from revq_core.evaluation.protocol import Evaluator, perceptual_networks
 
 
 def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | None, config=None) -> None:
@@ -34,7 +36,7 @@ def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | 
     With ``config`` (a ``TrainConfig``) its fields are checked too, as ``train()`` does at its start.
     """
     if config is not None:
-        from .train import _check_config
+        from revq_core.training.config import _check_config
 
         _check_config(config)
     check_device(device)
@@ -80,7 +82,7 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
                                     f"train/<class>/<image> and val/<class>/<image> (or None for the embedded photos).")
     if vae is None:
         raise ValueError("an image folder needs the VAE that encodes it: pass vae=load_vae(<hub id or directory>).")
-    vae_key = _vae_key(vae)
+    vae_key = as_latent_autoencoder(vae).cache_key()
     latents = {}
     for split in ("train", "val"):  # "bilinear": resize_center_crop's resampling (older caches were bicubic)
         # .npy: the memory-mapped, resumable cache (ImageNet's train latents do not fit in RAM twice)
@@ -90,15 +92,6 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
     count = min(num_eval_images, len(val_images))
     eval_images = torch.stack([val_images[index][0] for index in range(count)])
     return DataSplits(latents["train"], latents["val"], eval_images)
-
-
-def _vae_key(vae) -> str:
-    """A short hash of the VAE's config and weights (the first values of every parameter tensor): latents cached
-    for one VAE are never reused for another with the same architecture (sana-1.0 vs 1.1, random weights)."""
-    digest = hashlib.sha1(repr(sorted(dict(vae.config).items())).encode())
-    for parameter in vae.parameters():
-        digest.update(parameter.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:10]
 
 
 @torch.no_grad()
@@ -121,7 +114,7 @@ def evaluate_tokenizer(model, vae, images: torch.Tensor, batch_size: int = 64, l
     - the standard protocol: ``psnr_rgb``, ``psnr_y``, ``ssim_rgb``, ``ssim_y`` (RGB and BT.601 luma);
     - lpips, rfid and inception_score (shared by both) when their weights and packages are on this
       machine; otherwise ``notes`` says, in one line each, what is missing and where to put it.
-    ``num_images`` too. The in-memory counterpart of ``revq_core.evaluate.evaluate_image_folder``.
+    ``num_images`` too. The in-memory counterpart of ``revq_core.evaluation.protocol.evaluate_image_folder``.
     """
     vae_images, revq_images = reconstruct_images(model, vae, images, batch_size)
     lpips_net, inception_net, missing = perceptual_networks(lpips_weights=lpips_weights,

@@ -29,11 +29,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .checks import first_line
-from .data import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
+from revq_core.checks import first_line
+from revq_core.data.files import REPO_ROOT
+from revq_core.data.images import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
 
 # The tokenizer shipped with the repository (trained on the embedded photos): the default model.
-EMBEDDED_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "data" / "embedded_tokenizer"
+EMBEDDED_TOKENIZER_DIR = REPO_ROOT / "data" / "embedded_tokenizer"
 CODES_FORMAT_VERSION = 1
 
 
@@ -94,8 +95,8 @@ def load_tokenizer(model: str | os.PathLike | None = None, vae: str | os.PathLik
     by ``save_pretrained``, a hub id, or one of the authors' released models (converted on the fly).
     vae: None for the VAE the model records.
     """
-    from .evaluate import load_model
-    from .vae import load_vae
+    from revq_core.autoencoders.loading import load_vae
+    from revq_core.convert import load_model
 
     model_name = "embedded" if model in (None, "embedded") else str(model)
     if model_name == "embedded":
@@ -119,7 +120,7 @@ def model_digest(model) -> str:
 
 def image_size_for(model) -> int:
     """The image side the model's VAE turns into its latent (latent side x the VAE's factor)."""
-    from .evaluate import default_image_size
+    from revq_core.evaluation.protocol import default_image_size
 
     return default_image_size(model.vae, model)
 
@@ -193,7 +194,7 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
 
 
 def _version() -> str:
-    from . import __version__
+    from revq_core import __version__
 
     return __version__
 
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_cli(main_function, argv) -> int:
     """Run a command line's body; known input errors become one line on stderr and exit status 2."""
-    from .vae import VAENotFoundError
+    from revq_core.autoencoders.loading import VAENotFoundError
 
     try:
         main_function(argv)

@@ -39,9 +39,24 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from revq_core.data import CORPUS_V2_CROP_SCALES, build_photo_dataset, cache_dir, uint8_to_float  # noqa: E402
-from revq_core.vae import (bicubic_baseline, build_embedded_vae, decode, embedded_vae_dir,  # noqa: E402
-                           embedded_vae_v2_config, encode, format_quality, load_vae, reconstruction_quality)
+from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.embedded import (
+    build_embedded_vae,
+    embedded_vae_dir,
+    embedded_vae_v2_config,
+)
+from revq_core.autoencoders.loading import load_vae
+from revq_core.data.files import cache_dir  # noqa: E402
+from revq_core.data.photos import (
+    CORPUS_V2_CROP_SCALES,
+    build_photo_dataset,
+    uint8_to_float,
+)
+from revq_core.evaluation.vae_quality import (
+    bicubic_baseline,
+    format_quality,
+    reconstruction_quality,
+)
 
 
 def parse_args(argv=None):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from revq_core.latents import save_latents
-from revq_core.model import ReVQ
+from revq_core.data.latents import save_latents
+from revq_core.modeling.revq import ReVQ
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

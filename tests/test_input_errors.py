@@ -10,16 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import small_model, tiny_vae  # noqa: E402
 from PIL import Image
 
-from revq_core import convert, latent_cache, pipeline
-from revq_core.data import ImageFolderDataset
-from revq_core.latents import load_latents, save_latents
-from revq_core.model import ReVQ
-from revq_core.train import preset, train
-from revq_core.vae import downsampling_factor, embedded_vae_dir, encode
-
-from test_model import _small_model, _tiny_vae  # noqa: E402  (tests/ is on sys.path: pytest's rootdir-relative import)
+from revq_core import convert, pipeline
+from revq_core.autoencoders.base import downsampling_factor, encode
+from revq_core.autoencoders.embedded import embedded_vae_dir
+from revq_core.data import latent_cache
+from revq_core.data.images import ImageFolderDataset
+from revq_core.data.latents import load_latents, save_latents
+from revq_core.modeling.revq import ReVQ
+from revq_core.training.config import preset
+from revq_core.training.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +65,7 @@ def test_empty_validation_latents_are_refused(latents):
 # ---- 2. empty batches: a clear error from every tokenizer entry point ---------------------------------
 
 def test_empty_batches_are_refused_by_every_entry_point():
-    model = _small_model().attach_vae(_tiny_vae())
+    model = small_model().attach_vae(tiny_vae())
     calls = {"tokenize": lambda: model.tokenize(torch.zeros(0, 32, 8, 8)),
              "detokenize": lambda: model.detokenize(torch.zeros(0, 128, dtype=torch.long)),
              "encode_images": lambda: model.encode_images(torch.zeros(0, 3, 64, 64)),
@@ -77,7 +79,7 @@ def test_empty_batches_are_refused_by_every_entry_point():
 # ---- 3. tensors on the meta device -----------------------------------------------------------------------
 
 def test_meta_tensors_are_refused_with_what_to_do(latents):
-    model = _small_model()
+    model = small_model()
     with pytest.raises(ValueError, match=r"latents is on device 'meta'.*holds no data.*materialized"):
         model.tokenize(torch.zeros(2, 32, 8, 8, device="meta"))
     with pytest.raises(ValueError, match=r"codes is on device 'meta'.*holds no data"):
@@ -85,7 +87,7 @@ def test_meta_tensors_are_refused_with_what_to_do(latents):
     with pytest.raises(ValueError, match=r"train_latents is on device 'meta'.*holds no data"):
         train(preset("tiny"), torch.zeros(64, 32, 8, 8, device="meta"), progress=False)
     with torch.device("meta"):
-        meta_model = _small_model()
+        meta_model = small_model()
     with pytest.raises(ValueError, match=r"weights are on device 'meta'.*from_pretrained"):
         meta_model.tokenize(latents[0][:2])
 
@@ -139,7 +141,7 @@ def test_from_pretrained_on_an_absolute_missing_path_or_a_file(tmp_path):
 @pytest.mark.skipif(not (embedded_vae_dir() / "config.json").is_file(), reason="data/embedded_vae is absent")
 @pytest.mark.parametrize("vae_name", [None, "embedded"])
 def test_missing_vae_message_gives_a_working_call(vae_name):
-    model = _small_model(vae=vae_name)
+    model = small_model(vae=vae_name)
     with pytest.raises(RuntimeError, match="No VAE attached") as error:
         model.decode_codes(torch.zeros(1, 128, dtype=torch.long))
     suggested = str(error.value).rsplit(": ", 1)[1]
@@ -150,7 +152,7 @@ def test_missing_vae_message_gives_a_working_call(vae_name):
 
 
 def test_missing_vae_message_names_the_recorded_vae():
-    model = _small_model(vae="mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")
+    model = small_model(vae="mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")
     with pytest.raises(RuntimeError, match="No VAE attached") as error:
         model.encode_images(torch.zeros(1, 3, 256, 256))
     assert str(error.value).endswith("model.attach_vae(load_vae('mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers'))")
@@ -187,9 +189,9 @@ def test_float_tiff_is_read_in_unit_range_or_scaled_by_its_maximum(tmp_path):
 # ---- 8. image sides the VAE cannot take -----------------------------------------------------------------
 
 def test_image_sides_must_fit_the_vae():
-    vae = _tiny_vae()
+    vae = tiny_vae()
     assert downsampling_factor(vae) == 8
-    model = _small_model().attach_vae(vae)
+    model = small_model().attach_vae(vae)
     with pytest.raises(ValueError, match=r"60 x 64 pixels.*downsamples by 8.*multiples of 8"):
         model.encode_images(torch.zeros(1, 3, 60, 64))
     with pytest.raises(ValueError, match=r"multiples of 8"):
@@ -238,7 +240,7 @@ def test_hidden_files_and_folders_are_not_classes_or_images(tmp_path):
     assert [(path.name, label) for path, label in dataset.samples] == [("a.png", 0)]
 
 
-# ---- 11. revq_core.metrics imports (and PSNR/SSIM work) with a broken torch-fidelity ---------------------
+# ---- 11. revq_core.evaluation.metrics imports (and PSNR/SSIM work) with a broken torch-fidelity ---------------------
 
 def test_metrics_import_when_torch_fidelity_is_installed_without_torchvision(tmp_path):
     # A stand-in torch-fidelity that is "installed" (package metadata, which torchmetrics looks for) but
@@ -252,7 +254,7 @@ def test_metrics_import_when_torch_fidelity_is_installed_without_torchvision(tmp
         import sys
         sys.modules["torchvision"] = None  # `import torchvision` raises ImportError
         import torch
-        from revq_core import metrics
+        from revq_core.evaluation import metrics
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         print("psnr", metrics.psnr(images, images.flip(0)), "ssim", metrics.ssim(images, images))
         for build in (lambda: metrics.lpips_network(pretrained_backbone=False),
@@ -275,9 +277,12 @@ def test_metrics_import_when_torch_fidelity_is_installed_without_torchvision(tmp
 
 
 def test_psnr_and_ssim_equal_torchmetrics():
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
 
-    from revq_core.metrics import psnr_per_image, ssim_per_image
+    from revq_core.evaluation.metrics import psnr_per_image, ssim_per_image
 
     generator = torch.Generator().manual_seed(1)
     target = torch.rand(3, 3, 20, 24, generator=generator)

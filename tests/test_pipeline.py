@@ -2,12 +2,17 @@
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_autoencoder_dc
 from PIL import Image
 
-from revq_core.model import ReVQ
-from revq_core.pipeline import evaluate_tokenizer, format_results, prepare_data, reconstruct_images
-from revq_core.vae import decode, encode
-from test_vae import tiny_autoencoder_dc
+from revq_core.autoencoders.base import decode, encode
+from revq_core.modeling.revq import ReVQ
+from revq_core.pipeline import (
+    evaluate_tokenizer,
+    format_results,
+    prepare_data,
+    reconstruct_images,
+)
 
 
 def _write_imagenet_layout(root, images_per_class=3, size=24):
@@ -94,7 +99,7 @@ def test_figures_go_where_the_environment_says(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from revq_core.plots import REPO_ROOT, figures_dir, save_figure
+    from revq_core.paper.plots import REPO_ROOT, figures_dir, save_figure
 
     monkeypatch.setenv("REVQ_FIGURES_DIR", str(tmp_path / "figs"))
     figure = plt.figure()

@@ -21,14 +21,15 @@ import pytest
 import torch
 from PIL import Image
 
-from revq_core.data import PHOTO_SOURCES, load_photo
-from revq_core.flops import MODEL_CONFIGS
-from revq_core.latent_cache import latent_cache_statistics
-from revq_core.latents import encode_image_folder
-from revq_core.model import ReVQ
+from revq_core.autoencoders.base import downsampling_factor
+from revq_core.data.latent_cache import latent_cache_statistics
+from revq_core.data.latents import encode_image_folder
+from revq_core.data.photos import PHOTO_SOURCES, load_photo
+from revq_core.modeling.revq import ReVQ
+from revq_core.paper.flops import MODEL_CONFIGS
 from revq_core.pipeline import load_vae_for, prepare_data
-from revq_core.train import preset, train
-from revq_core.vae import downsampling_factor
+from revq_core.training.config import preset
+from revq_core.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,9 +108,9 @@ def test_the_config_is_the_one_the_flops_notebook_counts():
 
 
 def test_an_image_folder_encodes_into_the_memory_mapped_cache(tmp_path):
-    """encode_image_folder with a .npy cache: the resumable memory-mapped cache of revq_core.latent_cache, read
+    """encode_image_folder with a .npy cache: the resumable memory-mapped cache of revq_core.data.latent_cache, read
     back without encoding again; the same latents as without a cache."""
-    from tests.test_latent_cache import FakeVAE
+    from tests.data.test_latent_cache import FakeVAE
 
     root = tmp_path / "images"
     (root / "n0").mkdir(parents=True)
@@ -131,8 +132,9 @@ def test_an_image_folder_encodes_into_the_memory_mapped_cache(tmp_path):
 def test_a_vae_from_a_local_directory_encodes_into_the_safetensors_cache(tmp_path):
     """A VAE loaded from a directory has a path in its config (``_name_or_path``): the cache's metadata records it
     (it once failed there, after all the encoding)."""
-    from revq_core.latents import load_latents
-    from revq_core.vae import build_embedded_vae, load_vae
+    from revq_core.autoencoders.embedded import build_embedded_vae
+    from revq_core.autoencoders.loading import load_vae
+    from revq_core.data.latents import load_latents
 
     torch.manual_seed(0)
     build_embedded_vae().save_pretrained(tmp_path / "vae")

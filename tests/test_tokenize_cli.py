@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from revq_core import detokenize, tokenize
-from revq_core.data import PHOTO_CORPUS_DIR, pil_to_tensor
-from revq_core.model import ReVQ
-from revq_core.vae import load_vae
+from revq_core.autoencoders.loading import load_vae
+from revq_core.data.images import pil_to_tensor
+from revq_core.data.photos import PHOTO_CORPUS_DIR
+from revq_core.modeling.revq import ReVQ
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,1 @@
+"""Data: the embedded photos, image folders, latent caches, file locations."""

@@ -1,0 +1,170 @@
+"""Images from disk: an ImageNet-layout folder, the paper's resize-and-centre-crop, PIL -> tensor.
+
+Images returned by this module are float32 tensors in [-1, 1], shape (3, H, W) per image.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from revq_core.data.photos import uint8_to_float
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-layout folder
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+# PIL modes of more than 8 bits per value (single channel): 16-bit PNG/TIFF ("I;16*"; some open as 32-bit "I")
+# and 32-bit float TIFF ("F"). ``convert("RGB")`` would clip their values to 0..255 (black or white).
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def image_to_unit_float(image: Image.Image) -> Image.Image:
+    """A high-bit-depth grayscale PIL image (``HIGH_BIT_DEPTH_MODES``) -> mode "F" image with values in [0, 1].
+
+    Integer modes ("I;16*", "I") are 16-bit data: divided by 65535. Float images ("F") are taken as
+    already in [0, 1] when their maximum is at most 1, else divided by their maximum. Values below 0
+    (or above 1 after scaling) are clipped.
+    """
+    values = np.asarray(image, dtype=np.float64)  # (H, W)
+    if image.mode == "F":
+        peak = float(values.max()) if values.size else 0.0
+        scale = peak if peak > 1.0 else 1.0
+    else:
+        scale = 65535.0
+    return Image.fromarray((values / scale).clip(0.0, 1.0).astype(np.float32))  # 2-D float32: mode "F"
+
+
+def pil_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """Any PIL image -> float32 (3, size, size) in [-1, 1] (short side resized to ``size``, centre crop).
+
+    8-bit images go through RGB (grayscale, palette and alpha images included); 16-bit and float
+    grayscale images (``HIGH_BIT_DEPTH_MODES``) keep their full range (``image_to_unit_float``) and are
+    repeated over the three channels.
+    """
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        gray = np.asarray(resize_center_crop(image_to_unit_float(image), size), dtype=np.float32)  # (size, size)
+        unit = torch.from_numpy(gray.clip(0.0, 1.0))  # resampling keeps [0, 1] up to float rounding: clip
+        return (unit * 2.0 - 1.0).expand(3, -1, -1).contiguous()
+    array = np.asarray(resize_center_crop(image.convert("RGB"), size)).transpose(2, 0, 1)  # (3, size, size) uint8
+    return uint8_to_float(array[None])[0]
+
+
+def _is_hidden(path: Path) -> bool:
+    """True for names starting with '.' (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.JPEG``): never data."""
+    return path.name.startswith(".")
+
+
+def resize_center_crop(image: Image.Image, size: int = 256) -> Image.Image:
+    """The paper's preprocessing: short side resized to ``size`` (bilinear, antialiased), centre ``size x size`` crop.
+
+    The one function behind the ImageNet path: latent encoding (``ImageFolderDataset``,
+    ``encode_image_folder``, ``encode_to_cache``) and evaluation (``revq_core.evaluate``). It computes what
+    the authors' ``Resize(256)`` + ``CenterCrop(256)`` (torchvision, on PIL images) compute, without
+    torchvision: the long side becomes ``int(size * long / short)`` (truncated); PIL's own bilinear
+    resize, which widens its filter by the reduction factor when shrinking (antialiasing; PIL's default
+    ``reducing_gap=None``, no JPEG draft mode); an image already of that size is not resampled; the crop
+    starts at ``round((side - size) / 2)`` (Python's round: halves to even). The embedded photo crops
+    (``build_photo_dataset``) have their own bicubic crops and do not use it.
+    """
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)
+    new_width, new_height = (size, new_long) if width <= height else (new_long, size)
+    if (new_width, new_height) != (width, height):
+        image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
+    left, top = int(round((new_width - size) / 2.0)), int(round((new_height - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images in ImageNet layout (``root/<class>/<image>``, or flat ``root/<image>``).
+
+    Each item is ``(image, label)``: image float32 (3, size, size) in [-1, 1] (``resize_center_crop``: the
+    paper's bilinear short-side resize and centre crop), label the index of its class folder (0 for a flat
+    folder); ``load_uint8`` gives the same image as uint8, the exact 8-bit original evaluation compares with.
+    Hidden files and folders (names starting with '.', e.g. ``.ipynb_checkpoints/``) are ignored.
+    16-bit and float grayscale images keep their range (see ``pil_to_tensor``).
+    Non-image files and images that cannot be opened are skipped with a warning naming the file,
+    at construction (header check) or, for files that break while decoding, when read
+    (the next readable image is returned instead), so a DataLoader worker never crashes on one bad file.
+    ``skipped`` lists the (path, reason) of every file skipped at construction.
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 256, check_files: bool = True):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Image folder {self.root} does not exist. Point it at a directory in ImageNet "
+                                    f"layout: root/<class>/<image>.JPEG (e.g. the ImageNet val set sorted by class).")
+        self.size = size
+        class_dirs = sorted(path for path in self.root.iterdir() if path.is_dir() and not _is_hidden(path))
+        self.classes = [path.name for path in class_dirs]
+        candidates: list[tuple[Path, int]] = []
+        for label, directory in enumerate(class_dirs or [self.root]):
+            candidates += [(path, label) for path in sorted(directory.iterdir())
+                           if path.is_file() and not _is_hidden(path)]
+        self.samples: list[tuple[Path, int]] = []
+        self.skipped: list[tuple[Path, str]] = []
+        for path, label in candidates:
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                reason = f"not an image file (extension {path.suffix!r})"
+            elif check_files and not _header_is_readable(path):
+                reason = "PIL cannot read it as an image (corrupt or truncated)"
+            else:
+                self.samples.append((path, label))
+                continue
+            self.skipped.append((path, reason))
+            warnings.warn(f"Skipping {path}: {reason}.", stacklevel=2)
+        if not self.samples:
+            raise ValueError(f"No readable images in {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        """The image at ``index`` as float32 (3, size, size) in [-1, 1]; raises OSError if it cannot be decoded."""
+        path, _ = self.samples[index]
+        with Image.open(path) as image:
+            return pil_to_tensor(image, self.size)
+
+    def load_uint8(self, index: int) -> torch.Tensor:
+        """The image at ``index`` as uint8 (3, size, size), RGB; raises OSError if it cannot be decoded.
+
+        8-bit images are exactly the levels ``resize_center_crop`` produces (what the authors' ToTensor
+        divides by 255); 16-bit and float grayscale images are rounded to 8 bits.
+        """
+        path, _ = self.samples[index]
+        with Image.open(path) as image:
+            if image.mode in HIGH_BIT_DEPTH_MODES:
+                unit = (pil_to_tensor(image, self.size) + 1.0) / 2.0
+                return torch.round(unit.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+            array = np.asarray(resize_center_crop(image.convert("RGB"), self.size)).transpose(2, 0, 1)
+            return torch.from_numpy(np.ascontiguousarray(array))  # (3, size, size) uint8
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for attempt in range(len(self.samples)):
+            current = (index + attempt) % len(self.samples)
+            try:
+                return self.load(current), self.samples[current][1]
+            except (OSError, ValueError, SyntaxError) as error:
+                warnings.warn(f"Skipping {self.samples[current][0]}: cannot decode it ({error}); "
+                              f"returning the next readable image instead.", stacklevel=2)
+        raise RuntimeError(f"No image in {self.root} could be decoded.")
+
+
+def _header_is_readable(path: Path) -> bool:
+    """True if PIL recognises ``path`` as an image and its header checks out."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises many types (UnidentifiedImageError, SyntaxError, struct.error, ...)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's and the standard protocol, metrics, VAE quality."""

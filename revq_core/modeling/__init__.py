@@ -1,0 +1,1 @@
+"""The paper's model, one concept per file: normalizer, quantizer (with its split axes), reset, rectifiers, ReVQ."""

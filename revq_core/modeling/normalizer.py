@@ -1,0 +1,56 @@
+"""Per-dimension latent normalization with dataset statistics (docs/method.md, "Pipeline").
+
+Each of the C*H*W latent dimensions gets its own mean and standard deviation, measured over the
+training latents; the inverse runs before the VAE decoder.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from revq_core.checks import check_finite
+
+
+class LatentNormalizer(nn.Module):
+    """x -> (x - mean) / std per dimension; buffers ``mean`` and ``std`` have shape (C, H, W)."""
+
+    def __init__(self, latent_shape: tuple[int, int, int] = (32, 8, 8)):
+        super().__init__()
+        self.latent_shape = tuple(latent_shape)
+        self.register_buffer("mean", torch.zeros(self.latent_shape))
+        self.register_buffer("std", torch.ones(self.latent_shape))
+
+    @torch.no_grad()
+    def set_statistics(self, mean: torch.Tensor, var: torch.Tensor, min_std: float = 1e-6) -> None:
+        """Load per-dimension mean and variance, each of shape (C, H, W) or (C*H*W,)."""
+        for name, value in (("mean", mean), ("var", var)):
+            if value.numel() != self.mean.numel():
+                raise ValueError(f"{name} has {value.numel()} entries, expected one per latent dimension: "
+                                 f"{self.mean.numel()} = prod{self.latent_shape}.")
+            check_finite(value, name)
+        if bool((var < 0).any()):
+            raise ValueError("var has negative entries: pass the variance, not a difference of moments that underflowed.")
+        self.mean.copy_(mean.reshape(self.latent_shape))
+        self.std.copy_(var.reshape(self.latent_shape).clamp(min=min_std**2).sqrt())
+
+    @torch.no_grad()
+    def fit(self, latents: torch.Tensor, chunk_size: int = 16384) -> None:
+        """Statistics from latents (N, C, H, W), possibly memory-mapped: a streaming pass in chunks with
+        float64 accumulators (population variance, as the authors' running mean/variance)."""
+        total = torch.zeros(self.latent_shape, dtype=torch.float64, device=self.mean.device)
+        total_sq = torch.zeros_like(total)
+        for start in range(0, latents.shape[0], chunk_size):
+            chunk = latents[start:start + chunk_size].to(self.mean.device, torch.float64)
+            total += chunk.sum(0)
+            total_sq += chunk.pow(2).sum(0)
+        mean = total / latents.shape[0]
+        var = (total_sq / latents.shape[0] - mean.pow(2)).clamp(min=0)
+        self.set_statistics(mean.float(), var.float())
+
+    def normalize(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) VAE latent -> normalized latent."""
+        return (latent - self.mean) / self.std
+
+    def denormalize(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalized latent -> VAE latent."""
+        return latent * self.std + self.mean

@@ -1,0 +1,306 @@
+"""Channel multi-group vector quantizer (the paper's CMGQ), with spatial and single-group variants.
+
+A latent (B, C, H, W) is cut into T tokens of D = C*H*W / T numbers. Token t is quantized with
+codebook ``t % G`` (G = T: every token position has its own codebook of K codes; G = 1: one shared
+codebook, the classic VQ-VAE). The codebook is one parameter of shape (G, K, D).
+
+Split axis (docs/method.md, "Quantizer"):
+- ``channel``: flatten the latent in its natural (C, H, W) order and cut it into T consecutive
+  chunks, so a token never mixes channels while D <= H*W.
+- ``spatial``: flatten in (H, W, C) order (a token is the C-vector at one position); when T > H*W
+  each vector is split again along channels (the paper's secondary split), when T < H*W a token
+  holds the C-vectors of D/C neighbouring positions.
+- ``single``: channel layout with a single codebook shared by all tokens (G must be 1).
+
+Training (docs/method.md, "Quantizer"): loss = MSE(tokens, codebook[codes]). The nearest-neighbour search runs
+without autograd, the gather does not, so the gradient moves only the selected codes toward their
+data (online k-means by SGD). Nothing upstream is trained, so no straight-through estimator.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from revq_core.checks import check_codes, check_latents, check_not_empty
+from revq_core.ops.search import nearest_codes
+
+SPLITS = ("channel", "spatial", "single")
+CODEBOOK_GRAD_MODES = ("fresh", "sparse", "rows")
+
+
+class QuantizerOutput(NamedTuple):
+    quantized: torch.Tensor  # (B, C, H, W), differentiable w.r.t. the selected codes
+    codes: torch.Tensor  # (B, T) int64, each in [0, K)
+    loss: torch.Tensor  # scalar: MSE between latent and quantized latent
+
+
+class _CodebookRows(torch.autograd.Function):
+    """codebook (G, K, D), flat_rows (n,) -> rows (n, D) of codebook.view(G * K, D), like index_select,
+    with a backward that adds into the kept dense ``codebook.grad`` instead of allocating a new one.
+
+    index_select's backward allocates a fresh dense (G, K, D) tensor every step (zeros + index_add); on
+    the CPU the first touch of that fresh memory costs ~35 ms at 512T and ~0.6-1.7 s at K = 262144
+    (benchmarks/README.md). Here, where ``codebook.grad`` exists (dense), the backward, by the owner's
+    ``Quantizer.codebook_grad`` mode:
+    - ``"rows"``: index_adds its n rows straight into ``codebook.grad`` and tells the owner which rows it
+      wrote, returning no gradient to autograd (so no hooks fire: single process only);
+    - ``"sparse"``: returns a sparse COO gradient ((G, K) indices, (n, D) values), which autograd adds in
+      place into ``codebook.grad`` (hooks, e.g. DDP's all-reduce, see a dense tensor as usual).
+    Where ``codebook.grad`` is None it returns exactly index_select's dense gradient, so ``.grad`` is
+    never sparse. The same numbers in every case.
+    """
+
+    @staticmethod
+    def forward(ctx, codebook, flat_rows, quantizer):
+        ctx.codebook = weakref.ref(codebook)  # not saved: in-place updates before backward stay legal
+        ctx.quantizer = weakref.ref(quantizer)
+        ctx.shape = codebook.shape
+        ctx.save_for_backward(flat_rows)
+        return codebook.reshape(-1, codebook.shape[-1]).index_select(0, flat_rows)
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        (flat_rows,) = ctx.saved_tensors
+        groups, codes_per_group, code_dim = ctx.shape
+        codebook, quantizer = ctx.codebook(), ctx.quantizer()
+        existing = None if codebook is None else codebook.grad
+        mode = "fresh" if quantizer is None else quantizer.codebook_grad
+        if existing is not None and existing.layout == torch.strided and existing.shape == ctx.shape:
+            if mode == "rows":
+                existing.view(-1, code_dim).index_add_(0, flat_rows, grad_rows.to(existing.dtype))
+                quantizer._note_grad_rows(flat_rows)
+                return None, None, None
+            if mode == "sparse":
+                quantizer._note_grad_rows(None)  # hooks (DDP) may fill any row: zeroed whole
+                indices = torch.stack([flat_rows // codes_per_group, flat_rows % codes_per_group])  # (2, n)
+                return torch.sparse_coo_tensor(indices, grad_rows, ctx.shape, check_invariants=False), None, None
+        if quantizer is not None:
+            quantizer._note_grad_rows(None)  # a fresh tensor: which rows it holds is not tracked
+        dense = grad_rows.new_zeros(groups * codes_per_group, code_dim).index_add_(0, flat_rows, grad_rows)
+        return dense.view(ctx.shape), None, None
+
+
+class Quantizer(nn.Module):
+    """Multi-group nearest-neighbour quantizer over a latent of shape ``latent_shape`` = (C, H, W).
+
+    Args:
+        num_groups: G, the number of codebooks; must divide T. T for the paper's CMGQ, 1 for ``single``.
+        codes_per_group: K, codes in each codebook.
+        code_dim: D, numbers per token; T = C*H*W / D.
+        split: "channel" (paper), "spatial" or "single".
+        latent_shape: (C, H, W) of one latent, (32, 8, 8) for DC-AE f32c32 at 256 x 256.
+        search_memory_mb: bound on the distance matrix built per search chunk.
+
+    ``codebook_grad`` (attribute; ``train()`` sets it): how a training backward writes the codebook gradient.
+    ``"fresh"`` (default): a new dense tensor each backward, as any module. ``"sparse"`` / ``"rows"``: added
+    into the kept dense ``codebook.grad`` (zeroed in place between steps by ``zero_codebook_grad``; see
+    ``_CodebookRows``); ``"rows"`` also zeroes only the rows the last steps wrote, but gives autograd no
+    gradient for the codebook (no hooks, no DDP all-reduce: single process only). Only for loops that call
+    ``.backward()``: ``torch.autograd.grad`` w.r.t. the codebook needs ``"fresh"``.
+    """
+
+    def __init__(self, num_groups: int, codes_per_group: int, code_dim: int, split: str = "channel",
+                 latent_shape: tuple[int, int, int] = (32, 8, 8), search_memory_mb: int = 256):
+        super().__init__()
+        latent_shape = tuple(int(size) for size in latent_shape)
+        tokens_per_image = _check_config(num_groups, codes_per_group, code_dim, split, latent_shape)
+        self.num_groups = num_groups
+        self.codes_per_group = codes_per_group
+        self.code_dim = code_dim
+        self.split = split
+        self.latent_shape = latent_shape
+        self.tokens_per_image = tokens_per_image
+        self.search_memory_mb = search_memory_mb
+        self.codebook_grad = "fresh"
+        self._grad_rows_since_zero = (None, None)  # (rows added into codebook.grad since zeroed, weakref to it)
+        self.codebook = nn.Parameter(torch.randn(num_groups, codes_per_group, code_dim))  # (G, K, D)
+        # Token t uses codebook t % G; as a flat row offset into codebook.view(G*K, D):
+        self.register_buffer("group_of_token", torch.arange(tokens_per_image) % num_groups, persistent=False)
+
+    # ---- layout -------------------------------------------------------------------------------
+    def to_tokens(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, T, D) in the order of ``split``."""
+        if self.split == "spatial":
+            latent = latent.permute(0, 2, 3, 1)  # (B, H, W, C)
+        return latent.reshape(latent.shape[0], self.tokens_per_image, self.code_dim)
+
+    def to_latent(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, C, H, W), the inverse of ``to_tokens``."""
+        channels, height, width = self.latent_shape
+        if self.split == "spatial":
+            return tokens.reshape(-1, height, width, channels).permute(0, 3, 1, 2).contiguous()
+        return tokens.reshape(-1, channels, height, width)
+
+    def group_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (G, B * T/G, D): the tokens each codebook sees, rows in (b, t // G) order."""
+        batch = tokens.shape[0]
+        tokens_per_group = self.tokens_per_image // self.num_groups
+        grouped = tokens.reshape(batch, tokens_per_group, self.num_groups, self.code_dim)
+        return grouped.permute(2, 0, 1, 3).reshape(self.num_groups, batch * tokens_per_group, self.code_dim)
+
+    def ungroup_codes(self, grouped_codes: torch.Tensor, batch: int) -> torch.Tensor:
+        """(G, B * T/G) -> (B, T), the inverse of ``group_tokens`` for code ids."""
+        tokens_per_group = self.tokens_per_image // self.num_groups
+        codes = grouped_codes.reshape(self.num_groups, batch, tokens_per_group).permute(1, 2, 0)
+        return codes.reshape(batch, self.tokens_per_image)
+
+    # ---- quantization -------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Nearest code per token: (B, C, H, W) -> (B, T) int64. Exact; ties go to the lowest index."""
+        check_latents(latent, self.latent_shape)
+        return self._encode_tokens(self.to_tokens(latent))
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        grouped = self.group_tokens(tokens.detach().to(self.codebook.dtype))  # (G, N, D)
+        with torch.autocast(tokens.device.type, enabled=False):  # exact search: never in bf16/fp16 autocast
+            grouped_codes = nearest_codes(grouped, self.codebook.detach(), self.search_memory_mb)  # (G, N)
+        return self.ungroup_codes(grouped_codes, tokens.shape[0])
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T) -> token vectors (B, T, D), differentiable w.r.t. the codebook."""
+        flat_rows = self.group_of_token * self.codes_per_group + codes  # (B, T) rows of (G*K, D)
+        # index_select: its backward (index_add) is deterministic on CPU, unlike advanced indexing's.
+        if self.codebook_grad not in CODEBOOK_GRAD_MODES:
+            raise ValueError(f"codebook_grad must be one of {CODEBOOK_GRAD_MODES}, got {self.codebook_grad!r}.")
+        if self.codebook_grad != "fresh" and self.codebook.requires_grad and torch.is_grad_enabled():
+            rows = _CodebookRows.apply(self.codebook, flat_rows.reshape(-1), self)  # (B*T, D)
+        else:
+            if self.codebook.requires_grad and torch.is_grad_enabled():
+                self._note_grad_rows(None)  # its backward may add into codebook.grad anywhere
+            rows = self.codebook.reshape(-1, self.code_dim).index_select(0, flat_rows.reshape(-1))  # (B*T, D)
+        return rows.view(*codes.shape, self.code_dim)
+
+    def zero_codebook_grad(self) -> None:
+        """Zero ``codebook.grad`` in place, keeping its memory for the next in-place backward.
+
+        In ``"rows"`` mode only the rows its backwards wrote since the last zeroing (B * T rows instead of
+        G * K; the rest are still zero). It zeroes all of it whenever those rows are unknown (the first
+        step, a fresh ``.grad``, a replaced tensor, a backward in another mode).
+        """
+        grad = self.codebook.grad
+        if grad is None:
+            return
+        rows, zeroed_grad = self._grad_rows_since_zero
+        if self.codebook_grad == "rows" and rows is not None and zeroed_grad() is grad:
+            if rows:
+                grad.view(-1, self.code_dim).index_fill_(0, torch.cat(rows), 0.0)
+        else:
+            grad.zero_()
+        self._grad_rows_since_zero = ([], weakref.ref(grad))
+
+    def __getstate__(self):  # pickling/deep copies: a weakref does not pickle, and the rows are per tensor
+        return {**self.__dict__, "_grad_rows_since_zero": (None, None)}
+
+    def _note_grad_rows(self, flat_rows: torch.Tensor | None) -> None:
+        """Called by the in-place backward with the rows (n,) it added into ``codebook.grad``; None: unknown."""
+        rows, _ = self._grad_rows_since_zero
+        if flat_rows is None or rows is None:
+            self._grad_rows_since_zero = (None, None)
+        else:
+            rows.append(flat_rows)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T) -> quantized latent (B, C, H, W)."""
+        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        return self.to_latent(self.lookup(codes.to(self.codebook.device)))
+
+    def forward(self, latent: torch.Tensor) -> QuantizerOutput:
+        """Quantize (B, C, H, W); the loss trains only the selected codes."""
+        check_latents(latent, self.latent_shape)
+        tokens = self.to_tokens(latent)  # (B, T, D)
+        codes = self._encode_tokens(tokens)  # (B, T)
+        quantized_tokens = self.lookup(codes)  # (B, T, D)
+        loss = F.mse_loss(quantized_tokens, tokens.detach().to(quantized_tokens.dtype))
+        return QuantizerOutput(self.to_latent(quantized_tokens), codes, loss)
+
+    # ---- initialisation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def init_from_samples(self, latents: torch.Tensor, method: str = "samples", kmeans_iters: int = 10,
+                          generator: torch.Generator | None = None) -> None:
+        """Set each codebook from training data: latents (N, C, H, W), N >= 1, any N.
+
+        ``samples`` (the paper): the K codes of group g are copies of group-g tokens of ``latents`` (there are
+        M = N * T/G of them). Where M >= K they are K distinct tokens, drawn without replacement; where M < K
+        they are drawn with replacement, as the authors draw theirs from a cached subset of training latents
+        (so any K works with any amount of data; the duplicate codes are spread out by the first resets).
+        ``kmeans``: start there, then ``kmeans_iters`` Lloyd steps per group (empty clusters keep their code).
+        The draws come from ``generator`` (default: seeded with 0), group after group.
+        """
+        if method not in ("samples", "kmeans"):
+            raise ValueError(f"method must be 'samples' or 'kmeans', got {method!r}.")
+        check_latents(latents, self.latent_shape)
+        check_not_empty(latents, "latents (init_from_samples needs at least one training latent)")
+        tokens = self.to_tokens(latents)  # (N, T, D): a view of latents for the channel and single splits
+        tokens_per_group = self.tokens_per_image // self.num_groups
+        by_group = tokens.reshape(latents.shape[0], tokens_per_group, self.num_groups, self.code_dim)
+        generator = generator or torch.Generator().manual_seed(0)
+        for group in range(self.num_groups):
+            samples = by_group[:, :, group].flatten(0, 1)  # (M, D), M = N * T/G, in group_tokens' order
+            if samples.shape[0] >= self.codes_per_group:
+                picks = torch.randperm(samples.shape[0], generator=generator)[: self.codes_per_group]
+            else:
+                picks = torch.randint(samples.shape[0], (self.codes_per_group,), generator=generator)
+            self.codebook[group] = samples.index_select(0, picks.to(samples.device)).to(self.codebook)
+        if method == "kmeans":
+            grouped = self.group_tokens(tokens.to(self.codebook.dtype))  # (G, M, D)
+            self._kmeans(grouped.to(self.codebook.device), kmeans_iters)
+
+    def _kmeans(self, grouped: torch.Tensor, iterations: int) -> None:
+        """Lloyd iterations on grouped tokens (G, M, D), all groups at once."""
+        group_rows = torch.arange(self.num_groups, device=grouped.device)[:, None] * self.codes_per_group
+        for _ in range(iterations):
+            codes = nearest_codes(grouped, self.codebook, self.search_memory_mb)  # (G, M)
+            flat = (codes + group_rows).reshape(-1)
+            sums = torch.zeros(self.num_groups * self.codes_per_group, self.code_dim,
+                               dtype=grouped.dtype, device=grouped.device)
+            sums.index_add_(0, flat, grouped.reshape(-1, self.code_dim))
+            counts = torch.bincount(flat, minlength=sums.shape[0]).to(grouped.dtype)[:, None]
+            means = (sums / counts.clamp(min=1)).view_as(self.codebook)
+            self.codebook.copy_(torch.where(counts.view(self.num_groups, -1, 1) > 0, means, self.codebook))
+
+    def extra_repr(self) -> str:
+        return (f"split={self.split}, tokens_per_image={self.tokens_per_image}, num_groups={self.num_groups}, "
+                f"codes_per_group={self.codes_per_group}, code_dim={self.code_dim}, latent_shape={self.latent_shape}")
+
+
+def _check_config(num_groups: int, codes_per_group: int, code_dim: int, split: str,
+                  latent_shape: tuple[int, ...]) -> int:
+    """Validate a quantizer configuration; return T, the tokens per image."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    if len(latent_shape) != 3:
+        raise ValueError(f"latent_shape must be (C, H, W), got {latent_shape}.")
+    numbers_per_latent = math.prod(latent_shape)
+    for name, value in (("num_groups", num_groups), ("codes_per_group", codes_per_group), ("code_dim", code_dim)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if numbers_per_latent % code_dim:
+        raise ValueError(f"code_dim D = {code_dim} does not divide C*H*W = {numbers_per_latent} of latent_shape "
+                         f"{latent_shape}; T = C*H*W / D must be a whole number of tokens "
+                         f"(e.g. D = {numbers_per_latent // 512} for 512 tokens).")
+    tokens_per_image = numbers_per_latent // code_dim
+    if tokens_per_image % num_groups:
+        raise ValueError(f"num_groups G = {num_groups} must divide the T = {tokens_per_image} tokens "
+                         f"(token t uses codebook t % G); use G = T = {tokens_per_image} for the paper's setting.")
+    if split == "single" and num_groups != 1:
+        raise ValueError(f"split='single' shares one codebook among all tokens: num_groups must be 1, got {num_groups}.")
+    if split == "spatial":
+        channels = latent_shape[0]
+        if code_dim < channels and channels % code_dim or code_dim > channels and code_dim % channels:
+            raise ValueError(f"split='spatial' needs D = {code_dim} to divide C = {channels} (secondary split) "
+                             f"or be a multiple of it (several positions per token).")
+    return tokens_per_image
+
+
+def code_dim_for_tokens(latent_shape: tuple[int, int, int], tokens_per_image: int) -> int:
+    """The code dimension D that gives ``tokens_per_image`` tokens: C*H*W / T."""
+    numbers_per_latent = math.prod(latent_shape)
+    if numbers_per_latent % tokens_per_image:
+        raise ValueError(f"T = {tokens_per_image} tokens does not divide C*H*W = {numbers_per_latent}.")
+    return numbers_per_latent // tokens_per_image

@@ -1,0 +1,270 @@
+"""ReVQ: normalizer + quantizer + rectifier on top of a frozen VAE (the paper's pipeline, step 4).
+
+    reconstruction = VAE.decode(denormalize(rectifier(quantize(normalize(VAE.encode(x))))))
+
+The model holds no VAE weights: attach one with ``attach_vae`` (the VAE stays frozen and is not
+saved). ``save_pretrained`` / ``from_pretrained`` (huggingface_hub's ``PyTorchModelHubMixin``)
+write and read a directory of ``config.json`` + ``model.safetensors``; ``push_to_hub`` comes free.
+
+``tokenize``, ``detokenize``, ``encode_images`` and ``decode_codes`` take a batch of at least one item:
+an empty batch (B = 0) raises a ValueError (the VAE cannot encode or decode one), as does a tensor on
+the 'meta' device, which holds no data.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+
+from revq_core.checks import check_codes, check_has_data, check_latents, check_not_empty
+from revq_core.modeling.normalizer import LatentNormalizer
+from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
+from revq_core.modeling.rectifiers import build_rectifier
+
+
+class ReVQOutput(NamedTuple):
+    rectified: torch.Tensor  # (B, C, H, W) normalized latent after the rectifier
+    quantized: torch.Tensor  # (B, C, H, W) normalized quantized latent
+    codes: torch.Tensor  # (B, T) int64
+    loss: torch.Tensor  # loss_quant + loss_rect (+ commitment with a pre-encoder)
+    loss_quant: torch.Tensor  # MSE(tokens, codes): trains the codebook only
+    loss_rect: torch.Tensor  # MSE(latent, rectified): trains the rectifier only
+
+
+class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https://github.com/Neur-IO/ReVQ",
+           tags=["revq", "vq-vae", "image-tokenizer"]):
+    """A VQ tokenizer made from a frozen VAE's latent space.
+
+    Args:
+        latent_shape: (C, H, W) of the VAE latent; (32, 8, 8) for DC-AE f32c32 at 256 x 256.
+        tokens_per_image: T; the code dimension is C*H*W / T.
+        codes_per_group: K, codes per codebook.
+        num_groups: G codebooks (token t uses t % G); default T, or 1 for ``split="single"``.
+        split: "channel" (paper), "spatial" or "single".
+        rectifier: "vit" (paper), "cnn", "mlp" or "identity"; ``rectifier_width``/``rectifier_depth`` size it.
+        rectifier_residual: ``latent + rectifier(latent)``, starting at the identity (not the paper's; CPU demos).
+        pre_encoder: None (paper) or a rectifier kind placed before the quantizer (the paper's ablation);
+            it is trained through a straight-through estimator with a ``commitment_weight`` term.
+        vae: name or path of the VAE whose latents this model quantizes (recorded, not loaded).
+    """
+
+    def __init__(self, latent_shape: tuple[int, int, int] = (32, 8, 8), tokens_per_image: int = 512,
+                 codes_per_group: int = 16384, num_groups: int | None = None, split: str = "channel",
+                 rectifier: str = "vit", rectifier_width: int = 512, rectifier_depth: int = 3,
+                 pre_encoder: str | None = None, commitment_weight: float = 0.25, vae: str | None = None,
+                 rectifier_residual: bool = False):
+        super().__init__()
+        self.latent_shape = tuple(int(size) for size in latent_shape)
+        self.tokens_per_image = tokens_per_image
+        self.codes_per_group = codes_per_group
+        self.vae_name = vae
+        if num_groups is None:
+            num_groups = 1 if split == "single" else tokens_per_image
+        self.normalizer = LatentNormalizer(self.latent_shape)
+        self.quantizer = Quantizer(num_groups, codes_per_group, code_dim_for_tokens(self.latent_shape, tokens_per_image),
+                                   split, self.latent_shape)
+        self.rectifier = build_rectifier(rectifier, self.latent_shape, rectifier_width, rectifier_depth,
+                                         rectifier_residual)
+        self.pre_encoder = None if pre_encoder is None else build_rectifier(
+            pre_encoder, self.latent_shape, rectifier_width, rectifier_depth)
+        self.commitment_weight = commitment_weight
+        self.__dict__["vae"] = None  # attached, never a submodule: not trained, not saved
+
+    # ---- training-time forward on normalized latents ------------------------------------------
+    def forward(self, latent: torch.Tensor) -> ReVQOutput:
+        """Normalized latent (B, C, H, W) -> ``ReVQOutput`` with both losses (the paper's "Rectifier" section)."""
+        check_latents(latent, self.latent_shape)
+        if self.pre_encoder is None:
+            quantized, codes, loss_quant = self.quantizer(latent)
+            rectified = self.rectifier(quantized.detach())
+            loss_rect = F.mse_loss(rectified, latent)
+            return ReVQOutput(rectified, quantized, codes, loss_quant + loss_rect, loss_quant, loss_rect)
+        encoded = self.pre_encoder(latent)
+        quantized, codes, loss_quant = self.quantizer(encoded)
+        commitment = F.mse_loss(encoded, quantized.detach())
+        straight_through = encoded + (quantized - encoded).detach()
+        rectified = self.rectifier(straight_through)
+        loss_rect = F.mse_loss(rectified, latent)
+        loss = loss_quant + loss_rect + self.commitment_weight * commitment
+        return ReVQOutput(rectified, quantized, codes, loss, loss_quant, loss_rect)
+
+    # ---- tokenizer API on VAE latents ----------------------------------------------------------
+    @torch.no_grad()
+    def tokenize(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latent (B, C, H, W) -> token ids (B, T) int64; B >= 1 (an empty batch raises ValueError)."""
+        check_latents(latent, self.latent_shape)
+        check_not_empty(latent, "latent")
+        self._check_weights_have_data()
+        normalized = self.normalizer.normalize(latent.to(self.normalizer.mean))
+        if self.pre_encoder is not None:
+            normalized = self.pre_encoder(normalized)
+        return self.quantizer.encode(normalized)
+
+    @torch.no_grad()
+    def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> VAE latent (B, C, H, W), rectified and denormalized; B >= 1 (an empty batch
+        raises ValueError)."""
+        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        check_not_empty(codes, "codes")
+        self._check_weights_have_data()
+        return self.normalizer.denormalize(self.rectifier(self.quantizer.decode(codes)))
+
+    @torch.no_grad()
+    def reconstruct_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latent (B, C, H, W) -> its tokenized-and-back VAE latent (B, C, H, W)."""
+        return self.detokenize(self.tokenize(latent))
+
+    def _check_weights_have_data(self) -> None:
+        """Raise if the model's own weights are on the 'meta' device (built there, never loaded)."""
+        if any(tensor.is_meta for tensor in (*self.parameters(), *self.buffers())):
+            raise ValueError("this ReVQ's weights are on device 'meta': they have shapes but hold no data. Load real "
+                             "weights: ReVQ.from_pretrained(<directory>), or model.to_empty(device='cpu') followed by "
+                             "model.load_state_dict(<state dict>).")
+
+    # ---- images, with a VAE attached -----------------------------------------------------------
+    def attach_vae(self, vae: nn.Module) -> "ReVQ":
+        """Attach the frozen VAE whose latents this model quantizes, for ``encode_images`` / ``decode_codes``: a
+        ``LatentAutoencoder`` (what ``load_vae`` returns) or a diffusers ``AutoencoderDC`` / ``AutoencoderKL``
+        (wrapped in its adapter, ``revq_core.autoencoders.as_latent_autoencoder``)."""
+        from revq_core.autoencoders.base import as_latent_autoencoder
+
+        vae = as_latent_autoencoder(vae).requires_grad_(False).eval()
+        self.__dict__["vae"] = vae
+        return self
+
+    def _require_vae(self) -> nn.Module:
+        if self.vae is None:
+            embedded = self.vae_name in (None, "embedded")
+            load_call = "load_vae()" if embedded else f"load_vae({self.vae_name!r})"
+            source = "the embedded VAE" if embedded else f"the VAE {self.vae_name!r}"
+            raise RuntimeError(f"No VAE attached. Attach the VAE these latents come from ({source}): "
+                               f"from revq_core.autoencoders import load_vae; model.attach_vae({load_call})")
+        return self.vae
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> token ids (B, T); B >= 1 (an empty batch raises ValueError).
+
+        H and W must be the VAE's downsampling factor f times the latent's (h, w): 64 x 64 for the
+        embedded f8 VAE and a (32, 8, 8) latent, 256 x 256 for a DC-AE f32."""
+        vae = self._require_vae()
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}.")
+        check_has_data(images, "images")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}.")
+        check_not_empty(images, "images")
+        self._check_image_size(vae, images)
+        if float(images.min()) < -1.5 or float(images.max()) > 1.5:
+            raise ValueError(f"images must be scaled to [-1, 1], got values in [{float(images.min()):.3g}, "
+                             f"{float(images.max()):.3g}]; use images * 2 - 1 for [0, 1] input.")
+        return self.tokenize(vae.encode(images).to(self.normalizer.mean))
+
+    def _check_image_size(self, vae: nn.Module, images: torch.Tensor) -> None:
+        """Raise if images (B, 3, H, W) do not encode to this model's latent (C, h, w): H = h * f, W = w * f."""
+        vae.check_image_size(images)
+        factor = vae.downsampling_factor
+        _, latent_height, latent_width = self.latent_shape
+        expected = (latent_height * factor, latent_width * factor) if factor else None
+        if expected is not None and tuple(images.shape[-2:]) != expected:
+            raise ValueError(f"images are {images.shape[-2]} x {images.shape[-1]} pixels, but this model's latent is "
+                             f"{self.latent_shape} (C, h, w) and the VAE downsamples by {factor}: resize or "
+                             f"centre-crop the images to {expected[0]} x {expected[1]}.")
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> images (B, 3, H, W) in [-1, 1] (clamped); B >= 1 (an empty batch raises
+        ValueError)."""
+        vae = self._require_vae()
+        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        check_not_empty(codes, "codes")
+        latent = self.detokenize(codes.to(self.normalizer.mean.device))
+        return vae.decode(latent)
+
+    # ---- loading with clear errors -------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ReVQ":
+        """Load a directory (or hub id) written by ``save_pretrained``; clear errors when it is not one. The
+        authors' released models (their own format) load with ``revq_core.convert.load_authors_model``."""
+        name = str(pretrained_model_name_or_path)
+        path = Path(name).expanduser()
+        _refuse_authors_format(name, path)
+        if path.is_dir():
+            _check_pretrained_dir(path)
+        elif path.exists():
+            raise NotADirectoryError(f"{name!r} is a file, not a directory: pass the directory written by "
+                                     "ReVQ.save_pretrained (config.json + model.safetensors).")
+        elif not _is_hub_id(name):
+            raise FileNotFoundError(f"{name!r} is not a directory and not a Hugging Face Hub id ('owner/name'): no "
+                                    "such directory exists. Pass the directory written by ReVQ.save_pretrained "
+                                    "(config.json + model.safetensors).")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except Exception as error:  # hub, safetensors and state-dict errors: say what and how to fix
+            raise ValueError(f"Could not load a ReVQ model from {str(pretrained_model_name_or_path)!r}: "
+                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+                             "Pass a directory written by ReVQ.save_pretrained (config.json + model.safetensors), "
+                             "or a hub id with network access.") from error
+
+
+def _refuse_authors_format(name: str, path: Path) -> None:
+    """Raise a ValueError naming ``load_authors_model`` for one of the authors' hub ids or a directory in their
+    layout (their ckpt.pth, no config.json): those hold their format, which is converted, not read as ours."""
+    from revq_core.convert import AUTHORS_CHECKPOINT, AUTHORS_MODELS
+
+    theirs = name.lower() in {model_id.lower() for model_id in AUTHORS_MODELS} and not path.exists()
+    theirs = theirs or (path.is_dir() and (path / AUTHORS_CHECKPOINT).is_file() and not (path / "config.json").exists())
+    if theirs:
+        raise ValueError(f"{name!r} holds the authors' own format ({AUTHORS_CHECKPOINT}, no config.json): load and "
+                         f"convert it with revq_core.convert.load_authors_model({name!r}, preprocessor=<their "
+                         f"preprocessor.pth, a path or URL>), e.g. "
+                         f"preprocessor=revq_core.convert.AUTHORS_PREPROCESSOR_URL.")
+
+
+def _is_hub_id(name: str) -> bool:
+    """True if ``name`` can be a Hugging Face Hub id ('owner/name' or 'name'); False for what can only be a
+    local path ('./x', '/x', '~/x', 'a/b/c', 'a\\b', ...) or names a file ('ckpt.pth', 'model.safetensors')."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.lower().endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".pkl", ".npy", ".json")):
+        return False  # a checkpoint file's name: never worth a round of Hub requests and their retries
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _check_pretrained_dir(path: Path) -> None:
+    """Fail early, and readably, on a directory that is not a complete ReVQ checkpoint."""
+    config_path, weights_path = path / "config.json", path / "model.safetensors"
+    for required in (config_path, weights_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"{required} is missing: {path} is not a ReVQ checkpoint written by "
+                                    "ReVQ.save_pretrained (it needs config.json and model.safetensors).")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); the checkpoint is damaged.") from error
+    from safetensors import safe_open
+
+    try:
+        with safe_open(weights_path, framework="pt") as weights:
+            codebook_shape = tuple(weights.get_slice("quantizer.codebook").get_shape())
+    except Exception as error:
+        raise ValueError(f"{weights_path} cannot be read ({type(error).__name__}: {error}); the file is truncated "
+                         "or damaged. Save the model again or copy the file anew.") from error
+    latent_shape = tuple(config.get("latent_shape", (32, 8, 8)))
+    tokens = config.get("tokens_per_image", 512)
+    groups = config.get("num_groups") or (1 if config.get("split") == "single" else tokens)
+    expected = (groups, config.get("codes_per_group", 16384), math.prod(latent_shape) // tokens)
+    if codebook_shape != expected:
+        raise ValueError(f"{weights_path} holds a codebook of shape {codebook_shape} but {config_path} describes "
+                         f"{expected} (G, K, D): the weights belong to another configuration.")

@@ -1,0 +1,1 @@
+"""Speed: the nearest-code search (dispatch, the CPU kernel, the Triton kernel) and its helpers."""

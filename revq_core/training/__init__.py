@@ -1,0 +1,1 @@
+"""The training recipe: config and presets, the trainer, checkpoints, run directories, DDP."""

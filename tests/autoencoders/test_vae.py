@@ -1,0 +1,106 @@
+"""The VAE loader (embedded default, local directory, offline hub id) and the shipped VAE's quality."""
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderDC
+from helpers import tiny_autoencoder_dc
+
+from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.embedded import embedded_vae_config, embedded_vae_dir
+from revq_core.autoencoders.loading import VAENotFoundError, load_vae
+from revq_core.data.photos import build_photo_dataset
+from revq_core.evaluation.vae_quality import bicubic_baseline, reconstruction_quality
+
+EMBEDDED_PRESENT = (embedded_vae_dir() / "config.json").is_file()
+needs_embedded_vae = pytest.mark.skipif(
+    not EMBEDDED_PRESENT, reason="data/embedded_vae is absent; build it with `python scripts/pretrain_vae.py`")
+
+
+
+
+def test_load_vae_of_a_local_directory(tmp_path):
+    model = tiny_autoencoder_dc().eval()
+    model.save_pretrained(tmp_path / "tiny")
+    vae = load_vae(tmp_path / "tiny")
+    assert not vae.training and not any(p.requires_grad for p in vae.parameters())
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    latents = encode(vae, images, batch_size=2)
+    assert latents.shape == (3, 4, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(latents, model.encode(images).latent)
+    assert decode(vae, latents).shape == (3, 3, 16, 16)
+
+
+def test_load_vae_in_another_dtype(tmp_path):
+    tiny_autoencoder_dc().save_pretrained(tmp_path / "tiny")
+    vae = load_vae(tmp_path / "tiny", dtype=torch.bfloat16)
+    assert next(vae.parameters()).dtype == torch.bfloat16
+    assert encode(vae, torch.zeros(1, 3, 16, 16)).dtype == torch.float32  # latents come back as float32
+
+
+def test_directory_without_a_model_says_what_it_needs(tmp_path):
+    with pytest.raises(VAENotFoundError, match="config.json"):
+        load_vae(tmp_path)
+
+
+def test_offline_hub_id_gives_a_one_line_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model_id = "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"
+    with pytest.raises(FileNotFoundError) as error:
+        load_vae(model_id)
+    message = str(error.value)
+    assert "\n" not in message
+    assert model_id in message and f"hf download {model_id} --local-dir" in message
+    assert "HF_HUB_OFFLINE" in message
+
+
+def test_missing_embedded_weights_say_how_to_build_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("REVQ_EMBEDDED_VAE", str(tmp_path / "nothing_here"))
+    with pytest.raises(VAENotFoundError, match="scripts/pretrain_vae.py"):
+        load_vae()
+
+
+def test_embedded_config_is_f8c32():
+    model = AutoencoderDC(**embedded_vae_config())
+    with torch.no_grad():
+        latents = model.encode(torch.zeros(1, 3, 64, 64)).latent
+    assert latents.shape == (1, 32, 8, 8)  # the paper's latent shape, from 64 x 64 images
+
+
+def test_bicubic_baseline_uses_no_more_values_than_the_latent():
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    baseline = bicubic_baseline(images, 32 * 8 * 8)  # 26 x 26 x 3 = 2028 values
+    assert baseline.shape == images.shape and baseline.abs().max() <= 1
+    scores = reconstruction_quality(images, images)
+    assert scores["psnr_rgb"] >= 80 and scores["ssim_y"] > 0.999
+    assert reconstruction_quality(images, baseline)["psnr_rgb"] < 40
+
+
+@needs_embedded_vae
+def test_shipped_vae_reconstructs_held_out_photos_at_its_documented_quality():
+    """Real photos never seen in training: PSNR within 0.3 dB of data/embedded_vae/quality.json, Y above bicubic."""
+    import hashlib
+
+    quality_path = embedded_vae_dir() / "quality.json"
+    if not quality_path.is_file():
+        pytest.skip("data/embedded_vae/quality.json is absent; write it with `python scripts/pretrain_vae.py --evaluate`")
+    quality = json.loads(quality_path.read_text())
+    digest = hashlib.sha1()
+    for path in sorted(embedded_vae_dir().glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    assert quality["weights_sha1"] == digest.hexdigest(), (
+        "data/embedded_vae/quality.json was measured on other weights; rerun `python scripts/pretrain_vae.py --evaluate`")
+    documented = quality["test_first_128"]
+    images = build_photo_dataset("test")[:128]
+    vae = load_vae()
+    latents = encode(vae, images, batch_size=128)
+    assert latents.shape == (128, 32, 8, 8)
+    scores = reconstruction_quality(images, decode(vae, latents, batch_size=128))
+    bicubic = reconstruction_quality(images, bicubic_baseline(images, latents[0].numel()))
+    assert scores["psnr_rgb"] >= documented["vae"]["psnr_rgb"] - 0.3
+    assert scores["psnr_y"] >= documented["vae"]["psnr_y"] - 0.3
+    assert scores["psnr_y"] > bicubic["psnr_y"]  # the paper's channel
