@@ -1,10 +1,11 @@
 """A/B of two versions of the fused CPU search kernel: the kernel alone, interleaved in one process.
 
 Usage (a minute per configuration on 2 cores):
-    git show HEAD~1:revq_core/ops/cpu_search.py > /tmp/before.py
-    .venv/bin/python benchmarks/kernel_ab.py /tmp/before.py revq_core/ops/cpu_search.py --configs 512T 256T_65k
+    git show HEAD~1:revq_core/ops/cpu_search.cpp > /tmp/before.cpp
+    .venv/bin/python benchmarks/kernel_ab.py /tmp/before.cpp revq_core/ops/cpu_search.cpp --configs 512T 256T_65k
 
-Each file is a version of ``revq_core/ops/cpu_search.py``; its C++ source is built under its own name
+Each file is a version of the kernel: ``revq_core/ops/cpu_search.cpp``, or an older ``cpu_search.py`` that
+held the C++ in a string (``git show 250f21a:revq_core/cpu_search.py``); it is built under its own name
 (the first run of a new version compiles it, ~40 s). The two kernels then search the same random
 tokens and codebook (``benchmarks/quantizer.py``'s configurations: G codebooks of K codes, D, B = 64
 tokens per codebook) in alternating order, with a 300 MB write before every call so both start with
@@ -29,10 +30,14 @@ from quantizer import CONFIGS  # noqa: E402
 
 
 def build(path: str):
-    """The kernel of one cpu_search.py version, built (or loaded from the cache) under a name of its own."""
+    """The kernel of one version, built (or loaded from the cache) under a name of its own: a ``cpu_search.cpp``
+    (today's layout) or an older ``cpu_search.py`` that held its C++ in a ``_SOURCE`` string."""
     text = Path(path).read_text()
-    start = text.index('_SOURCE = r"""') + len('_SOURCE = r"""')
-    source = text[start:text.index('"""', start)]
+    if path.endswith(".cpp"):
+        source = text
+    else:
+        start = text.index('_SOURCE = r"""') + len('_SOURCE = r"""')
+        source = text[start:text.index('"""', start)]
     name = "revq_kernel_ab_" + hashlib.sha1(source.encode()).hexdigest()[:12]
     return load_inline(name=name, cpp_sources=[source], functions=["best_two"],
                        extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
