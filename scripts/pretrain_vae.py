@@ -284,28 +284,48 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
-    """Test-split PSNR/SSIM of the saved embedded VAE beside bicubic; writes quality.json and the figure."""
+    """Test-split PSNR/SSIM of the saved embedded VAE beside bicubic; writes quality.json and the figures.
+
+    Both protocols: the standard one (RGB and BT.601 luma, ``reconstruction_quality``) and the paper's
+    (``paper_psnr``: the red channel, ``paper_ssim``: the YIQ luma, on 8-bit reconstructions).
+    """
+    from revq_core.evaluation.metrics import paper_psnr, paper_ssim, to_unit_range
+
     out_dir = args.out or embedded_vae_dir()
     vae = load_vae(out_dir)
     images = build_photo_dataset("test", **crop_settings(args))
     latents = encode(vae, images, 128)
     reconstructions = decode(vae, latents, 128)
     bicubic = bicubic_baseline(images, latents[0].numel())  # 26 x 26 x 3 = 2028 <= 32 x 8 x 8 = 2048 values
+
+    def both_protocols(reference, reconstruction):
+        scores = reconstruction_quality(reference, reconstruction)
+        target, pred = to_unit_range(reference), to_unit_range(reconstruction)
+        scores["paper_psnr"] = float(paper_psnr(pred, target).double().mean())
+        scores["paper_ssim"] = float(paper_ssim(pred, target).double().mean())
+        return scores
+
     quality = {}
     for name, count in (("test", len(images)), ("test_first_128", 128)):
-        quality[name] = {"vae": reconstruction_quality(images[:count], reconstructions[:count]),
-                         "bicubic": reconstruction_quality(images[:count], bicubic[:count])}
-    print(f"test split: {len(images)} crops 64 x 64 of the held-out photos (coffee, grace_hopper), "
+        quality[name] = {"vae": both_protocols(images[:count], reconstructions[:count]),
+                         "bicubic": both_protocols(images[:count], bicubic[:count])}
+    side = images.shape[-1]
+    held_out = "coffee, grace_hopper" if args.version == "v1" else "the 14 photos of data/photos/test"
+    print(f"test split: {len(images)} crops {side} x {side} of the held-out photos ({held_out}), "
           f"latent {tuple(latents.shape[1:])}")
     print(format_quality(quality["test"]))
-    quality["command"] = "python scripts/pretrain_vae.py --evaluate"
+    test = quality["test"]
+    print(f"paper protocol: VAE PSNR {test['vae']['paper_psnr']:.2f} dB, SSIM {test['vae']['paper_ssim']:.4f}; "
+          f"bicubic PSNR {test['bicubic']['paper_psnr']:.2f} dB, SSIM {test['bicubic']['paper_ssim']:.4f}")
+    quality["command"] = "python scripts/pretrain_vae.py --evaluate" + (" --version v2" if args.version == "v2" else "")
     quality["weights_sha1"] = weights_digest(out_dir)
     (out_dir / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     print(f"wrote {out_dir / 'quality.json'}")
-    save_figure(images[:8], reconstructions[:8], bicubic[:8], REPO / "figures" / "embedded_vae_reconstructions.png",
-                quality["test"])
+    suffix = "" if args.version == "v1" else "_v2"
+    save_figure(images[:8], reconstructions[:8], bicubic[:8],
+                REPO / "figures" / f"embedded_vae{suffix}_reconstructions.png", quality["test"], latents.shape[1:])
     if (out_dir / "training_log.csv").is_file():
-        save_learning_curve(out_dir / "training_log.csv", REPO / "figures" / "embedded_vae_learning_curve.png",
+        save_learning_curve(out_dir / "training_log.csv", REPO / "figures" / f"embedded_vae{suffix}_learning_curve.png",
                             quality["test"])
 
 
@@ -317,7 +337,7 @@ def weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def save_figure(images, reconstructions, bicubic, path: Path, results) -> None:
+def save_figure(images, reconstructions, bicubic, path: Path, results, latent_shape=(32, 8, 8)) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,8 +352,9 @@ def save_figure(images, reconstructions, bicubic, path: Path, results) -> None:
             axes[row, column].set_xticks([])
             axes[row, column].set_yticks([])
         axes[row, 0].set_ylabel(title, fontsize=8)
-    figure.suptitle("Held-out test crops (64 x 64): originals, embedded VAE (32x8x8 latent), bicubic (26x26x3)",
-                    fontsize=9)
+    side, latent = images.shape[-1], "x".join(str(size) for size in latent_shape)
+    figure.suptitle(f"Held-out test crops ({side} x {side}): originals, embedded VAE ({latent} latent), "
+                    f"bicubic (26x26x3)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from revq_core.autoencoders.base import encode
-from revq_core.autoencoders.embedded import embedded_vae_dir
+from revq_core.autoencoders.embedded import embedded_vae_path
 from revq_core.autoencoders.loading import load_vae
 from revq_core.checks import first_line
 from revq_core.data.files import cache_dir
@@ -34,7 +34,7 @@ from revq_core.data.latent_cache import (
     encode_to_cache,
     load_latent_cache,
 )
-from revq_core.data.photos import build_photo_dataset
+from revq_core.data.photos import CORPUS_V2_CROP_SCALES, build_photo_dataset
 
 
 def _images_of(batch) -> torch.Tensor:
@@ -160,34 +160,45 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:10]
 
 
-def _embedded_vae_digest() -> str:
-    """A short hash of the embedded VAE weights, so a retrained VAE never reuses stale latents."""
-    files = sorted(embedded_vae_dir().glob("*.safetensors"))
+# The photo crops each embedded VAE is trained on and encodes: corpus, crop side, crop scales.
+EMBEDDED_PHOTO_SETTINGS = {"embedded": {"corpus": "v1", "size": 64},
+                           "embedded-v2": {"corpus": "v2", "size": 128, "scales": CORPUS_V2_CROP_SCALES}}
+
+
+def _embedded_vae_digest(vae: str = "embedded") -> str:
+    """A short hash of an embedded VAE's weights, so a retrained VAE never reuses stale latents."""
+    files = sorted(embedded_vae_path(vae).glob("*.safetensors"))
     if not files:
-        load_vae()  # raises the error that explains how to build the weights
+        load_vae(vae)  # raises the error that explains how to build the weights
     return "-".join(_file_digest(path) for path in files)
 
 
 def embedded_latents(split: str | Sequence[str] = "train", num_crops: int | None = None, seed: int = 0,
-                     batch_size: int = 128, progress: bool = True):
-    """Latents of the embedded photo crops, encoded with the embedded VAE and cached under ``.cache/``.
+                     batch_size: int = 128, progress: bool = True, vae: str = "embedded"):
+    """Latents of the embedded photo crops, encoded with an embedded VAE and cached under ``.cache/``.
 
     Args:
         split: "train", "val" or "test", or a list of them, e.g. ``["train", "val"]``.
         num_crops, seed: as in ``revq_core.data.photos.build_photo_dataset`` (default sizes: 16384 / 1024 / 1024).
+        vae: "embedded" (64 x 64 crops of the photo corpus v1) or "embedded-v2" (128 x 128 crops of the corpus
+            v2 in ``data/photos``); ``EMBEDDED_PHOTO_SETTINGS``.
 
     Returns:
         float32 latents (N, 32, 8, 8); a tuple of them, one per split, when ``split`` is a list.
     """
+    if vae not in EMBEDDED_PHOTO_SETTINGS:
+        raise ValueError(f"vae must be one of {sorted(EMBEDDED_PHOTO_SETTINGS)} (the embedded VAEs), got {vae!r}.")
     if not isinstance(split, str):
-        return tuple(embedded_latents(name, num_crops, seed, batch_size, progress) for name in split)
-    vae_digest = _embedded_vae_digest()
-    path = cache_dir() / f"latents_{split}_{num_crops or 'default'}_seed{seed}_vae{vae_digest}.safetensors"
+        return tuple(embedded_latents(name, num_crops, seed, batch_size, progress, vae) for name in split)
+    vae_digest = _embedded_vae_digest(vae)
+    prefix = "latents" if vae == "embedded" else "latents_v2"
+    path = cache_dir() / f"{prefix}_{split}_{num_crops or 'default'}_seed{seed}_vae{vae_digest}.safetensors"
     if path.is_file():
         return load_latents(path)
-    images = build_photo_dataset(split, num_crops, seed=seed, as_uint8=True, progress=progress)
-    latents = encode_dataset(load_vae(), images, batch_size, progress=progress)
-    save_latents(path, latents, {"split": split, "num_crops": len(images), "seed": seed, "vae": "embedded",
+    images = build_photo_dataset(split, num_crops, seed=seed, as_uint8=True, progress=progress,
+                                 **EMBEDDED_PHOTO_SETTINGS[vae])
+    latents = encode_dataset(load_vae(vae), images, batch_size, progress=progress)
+    save_latents(path, latents, {"split": split, "num_crops": len(images), "seed": seed, "vae": vae,
                                  "vae_digest": vae_digest})
     return latents
 
