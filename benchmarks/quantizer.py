@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.modeling.quantizer import Quantizer  # noqa: E402
+from revq_core.modeling.quantizer import Quantizer
+from revq_core.ops import codebook_grad  # noqa: E402
 
 LATENT_SHAPE = (32, 8, 8)
 CONFIGS = {  # name: (G, K, D, B); T = G (the paper's one codebook per token position)
@@ -57,10 +58,10 @@ def reference_step(latent: torch.Tensor, codebook: torch.nn.Parameter, memory_mb
 
 
 def revq_step(latent: torch.Tensor, quantizer: Quantizer) -> torch.Tensor:
-    """revq_core's quantizer step as ``train()`` runs it on the CPU in one process (``codebook_grad="rows"``:
+    """revq_core's quantizer step as ``train()`` runs it on the CPU in one process (``InPlaceCodebookGrad``, "rows":
     the rows the last step wrote are zeroed in place, then this step's rows are added into the same
     gradient tensor); returns codes (G, B) (the layout of ``reference_step``)."""
-    quantizer.zero_codebook_grad()
+    quantizer.in_place_grad.zero_grad()
     output = quantizer(latent)
     output.loss.backward()
     return output.codes.T
@@ -71,7 +72,7 @@ def _setup(config: str, groups_used: int | None = None):
     generator = torch.Generator().manual_seed(0)
     latent = torch.randn(batch, *LATENT_SHAPE, generator=generator)
     quantizer = Quantizer(groups, codes_per_group, code_dim, "channel", LATENT_SHAPE)
-    quantizer.codebook_grad = "rows"  # as train() sets it on the CPU in one process
+    codebook_grad.install(quantizer, "rows")  # as train() does on the CPU in one process
     with torch.no_grad():
         quantizer.codebook.normal_(generator=generator)  # in place: no codebook-sized temporary
     reference_book = torch.nn.Parameter(quantizer.codebook.detach()[:groups_used].clone())

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from revq_core.checks import first_line
-from revq_core.data.files import REPO_ROOT
+from revq_core.data.files import REPO_ROOT, atomic_write
 from revq_core.data.images import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
 
 # The tokenizer shipped with the repository (trained on the embedded photos): the default model.
@@ -131,12 +131,8 @@ def image_size_for(model) -> int:
 def save_codes(path: str | os.PathLike, codes: torch.Tensor, names: list[str], meta: dict) -> None:
     """Write the codes file (see the module docstring); uint16 ids when K <= 65,536. Atomic."""
     dtype = np.uint16 if meta["codes_per_group"] <= 65536 else np.int32
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, codes=codes.cpu().numpy().astype(dtype), names=np.array(names, dtype=str),
-             meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    atomic_write(path, lambda file: np.savez(file, codes=codes.cpu().numpy().astype(dtype),
+                                             names=np.array(names, dtype=str), meta=np.array(json.dumps(meta))))
 
 
 def load_codes(path: str | os.PathLike) -> tuple[torch.Tensor, list[str], dict]:

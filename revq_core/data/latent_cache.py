@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 
 from revq_core.autoencoders.base import encode
 from revq_core.checks import first_line
+from revq_core.data.files import atomic_write
+from revq_core.data.moments import RunningMoments
 from revq_core.training import distributed
 
 
@@ -47,34 +49,7 @@ def _progress_path(path: Path, rank: int, world: int) -> Path:
 
 
 def _save_npz_atomically(path: Path, **arrays) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
-
-
-class RunningMoments:
-    """Per-dimension count, mean and sum of squared deviations in float64, merged batch by batch."""
-
-    def __init__(self, count: int = 0, mean: np.ndarray | None = None, squared_deviations: np.ndarray | None = None):
-        self.count, self.mean, self.squared_deviations = count, mean, squared_deviations
-
-    def add(self, batch: np.ndarray) -> None:
-        """Merge a batch (n, C, h, w)."""
-        batch = batch.astype(np.float64)
-        self.merge(RunningMoments(batch.shape[0], batch.mean(0), ((batch - batch.mean(0)) ** 2).sum(0)))
-
-    def merge(self, other: "RunningMoments") -> None:
-        if other.count == 0:
-            return
-        if self.count == 0:
-            self.count, self.mean, self.squared_deviations = other.count, other.mean, other.squared_deviations
-            return
-        total = self.count + other.count
-        delta = other.mean - self.mean
-        self.mean = self.mean + delta * (other.count / total)
-        self.squared_deviations = (self.squared_deviations + other.squared_deviations
-                                   + delta**2 * (self.count * other.count / total))
-        self.count = total
+    atomic_write(path, lambda file: np.savez(file, **arrays))
 
 
 def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size: int = 64, num_workers: int = 0,

@@ -20,20 +20,21 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from tqdm.auto import tqdm
 
 from revq_core.autoencoders.base import encode
 from revq_core.autoencoders.embedded import embedded_vae_path
 from revq_core.autoencoders.loading import load_vae
 from revq_core.checks import first_line
-from revq_core.data.files import cache_dir
+from revq_core.data.files import atomic_write_bytes, cache_dir
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.latent_cache import (
     cache_is_complete,
     encode_to_cache,
     load_latent_cache,
 )
+from revq_core.data.moments import RunningMoments
 from revq_core.data.photos import CORPUS_V2_CROP_SCALES, build_photo_dataset
 
 
@@ -70,13 +71,8 @@ def encode_dataset(vae, images_or_dataset, batch_size: int = 64, num_workers: in
 
 def save_latents(path: str | os.PathLike, latents: torch.Tensor, metadata: dict | None = None) -> Path:
     """Write latents (N, C, h, w) to a safetensors file, atomically (tmp file + rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    save_file({"latents": latents.contiguous()}, str(tmp_path),
-              metadata={key: str(value) for key, value in (metadata or {}).items()})
-    os.replace(tmp_path, path)
-    return path
+    data = save({"latents": latents.contiguous()}, metadata={key: str(value) for key, value in (metadata or {}).items()})
+    return atomic_write_bytes(path, data)
 
 
 def load_latents(path: str | os.PathLike) -> torch.Tensor:
@@ -122,29 +118,15 @@ def latent_statistics(latents: torch.Tensor | Iterable[torch.Tensor], batch_size
         batches: Iterable = (latents[start:start + batch_size] for start in range(0, len(latents), batch_size))
     else:
         batches = latents
-    count, mean, squared_deviations = 0, None, None
+    moments = RunningMoments()
     for batch in tqdm(batches, desc="latent statistics", disable=not progress):
-        batch = _images_of(batch).double()
-        if batch.numel() == 0:
-            continue
-        batch_count = batch.shape[0]
-        batch_mean = batch.mean(0)
-        batch_squared_deviations = (batch - batch_mean).pow(2).sum(0)
-        if mean is None:
-            count, mean, squared_deviations = batch_count, batch_mean, batch_squared_deviations
-            continue
-        if batch.shape[1:] != mean.shape:
-            raise ValueError(f"Latent batches differ in shape: {tuple(batch.shape[1:])} vs {tuple(mean.shape)}.")
-        total = count + batch_count
-        delta = batch_mean - mean
-        mean = mean + delta * (batch_count / total)
-        squared_deviations = squared_deviations + batch_squared_deviations + delta.pow(2) * (count * batch_count / total)
-        count = total
-    if mean is None:
+        moments.add(_images_of(batch).double())
+    if moments.count == 0:
         raise ValueError("latent_statistics got no latents.")
-    if count - correction <= 0:
-        raise ValueError(f"Need more than {correction} latent(s) for a variance with correction={correction}, got {count}.")
-    return mean.float(), (squared_deviations / (count - correction)).float()
+    if moments.count - correction <= 0:
+        raise ValueError(f"Need more than {correction} latent(s) for a variance with correction={correction}, "
+                         f"got {moments.count}.")
+    return moments.mean.float(), moments.variance(correction).float()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from revq_core.data.files import REPO_ROOT, cache_dir
+from revq_core.data.files import REPO_ROOT, atomic_write, cache_dir
 
 # ---------------------------------------------------------------------------------------------
 # Source photos
@@ -229,10 +228,7 @@ def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed
         crops = np.concatenate(parts)
         crops = crops[rng.permutation(len(crops))]  # mix photos so any prefix is a fair sample
         if use_cache:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp_path = cache_path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp_path, crops)
-            os.replace(tmp_path, cache_path)
+            atomic_write(cache_path, lambda file: np.save(file, crops))
     tensor = torch.from_numpy(np.ascontiguousarray(crops))
     return tensor if as_uint8 else uint8_to_float(tensor)
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from revq_core.checks import check_finite
+from revq_core.data.moments import RunningMoments
 
 
 class LatentNormalizer(nn.Module):
@@ -36,15 +37,11 @@ class LatentNormalizer(nn.Module):
     @torch.no_grad()
     def fit(self, latents: torch.Tensor, chunk_size: int = 16384) -> None:
         """Statistics from latents (N, C, H, W), possibly memory-mapped: a streaming pass in chunks with
-        float64 accumulators (population variance, as the authors' running mean/variance)."""
-        total = torch.zeros(self.latent_shape, dtype=torch.float64, device=self.mean.device)
-        total_sq = torch.zeros_like(total)
+        float64 moments (``data.moments``; population variance, as the authors' running mean/variance)."""
+        moments = RunningMoments()
         for start in range(0, latents.shape[0], chunk_size):
-            chunk = latents[start:start + chunk_size].to(self.mean.device, torch.float64)
-            total += chunk.sum(0)
-            total_sq += chunk.pow(2).sum(0)
-        mean = total / latents.shape[0]
-        var = (total_sq / latents.shape[0] - mean.pow(2)).clamp(min=0)
+            moments.add(latents[start:start + chunk_size].to(self.mean.device, torch.float64))
+        mean, var = moments.mean, moments.variance(correction=0)
         self.set_statistics(mean.float(), var.float())
 
     def normalize(self, latent: torch.Tensor) -> torch.Tensor:

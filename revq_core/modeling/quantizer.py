@@ -19,7 +19,6 @@ data (online k-means by SGD). Nothing upstream is trained, so no straight-throug
 from __future__ import annotations
 
 import math
-import weakref
 from typing import NamedTuple
 
 import torch
@@ -30,59 +29,12 @@ from revq_core.checks import check_codes, check_latents, check_not_empty
 from revq_core.ops.search import nearest_codes
 
 SPLITS = ("channel", "spatial", "single")
-CODEBOOK_GRAD_MODES = ("fresh", "sparse", "rows")
 
 
 class QuantizerOutput(NamedTuple):
     quantized: torch.Tensor  # (B, C, H, W), differentiable w.r.t. the selected codes
     codes: torch.Tensor  # (B, T) int64, each in [0, K)
     loss: torch.Tensor  # scalar: MSE between latent and quantized latent
-
-
-class _CodebookRows(torch.autograd.Function):
-    """codebook (G, K, D), flat_rows (n,) -> rows (n, D) of codebook.view(G * K, D), like index_select,
-    with a backward that adds into the kept dense ``codebook.grad`` instead of allocating a new one.
-
-    index_select's backward allocates a fresh dense (G, K, D) tensor every step (zeros + index_add); on
-    the CPU the first touch of that fresh memory costs ~35 ms at 512T and ~0.6-1.7 s at K = 262144
-    (benchmarks/README.md). Here, where ``codebook.grad`` exists (dense), the backward, by the owner's
-    ``Quantizer.codebook_grad`` mode:
-    - ``"rows"``: index_adds its n rows straight into ``codebook.grad`` and tells the owner which rows it
-      wrote, returning no gradient to autograd (so no hooks fire: single process only);
-    - ``"sparse"``: returns a sparse COO gradient ((G, K) indices, (n, D) values), which autograd adds in
-      place into ``codebook.grad`` (hooks, e.g. DDP's all-reduce, see a dense tensor as usual).
-    Where ``codebook.grad`` is None it returns exactly index_select's dense gradient, so ``.grad`` is
-    never sparse. The same numbers in every case.
-    """
-
-    @staticmethod
-    def forward(ctx, codebook, flat_rows, quantizer):
-        ctx.codebook = weakref.ref(codebook)  # not saved: in-place updates before backward stay legal
-        ctx.quantizer = weakref.ref(quantizer)
-        ctx.shape = codebook.shape
-        ctx.save_for_backward(flat_rows)
-        return codebook.reshape(-1, codebook.shape[-1]).index_select(0, flat_rows)
-
-    @staticmethod
-    def backward(ctx, grad_rows):
-        (flat_rows,) = ctx.saved_tensors
-        groups, codes_per_group, code_dim = ctx.shape
-        codebook, quantizer = ctx.codebook(), ctx.quantizer()
-        existing = None if codebook is None else codebook.grad
-        mode = "fresh" if quantizer is None else quantizer.codebook_grad
-        if existing is not None and existing.layout == torch.strided and existing.shape == ctx.shape:
-            if mode == "rows":
-                existing.view(-1, code_dim).index_add_(0, flat_rows, grad_rows.to(existing.dtype))
-                quantizer._note_grad_rows(flat_rows)
-                return None, None, None
-            if mode == "sparse":
-                quantizer._note_grad_rows(None)  # hooks (DDP) may fill any row: zeroed whole
-                indices = torch.stack([flat_rows // codes_per_group, flat_rows % codes_per_group])  # (2, n)
-                return torch.sparse_coo_tensor(indices, grad_rows, ctx.shape, check_invariants=False), None, None
-        if quantizer is not None:
-            quantizer._note_grad_rows(None)  # a fresh tensor: which rows it holds is not tracked
-        dense = grad_rows.new_zeros(groups * codes_per_group, code_dim).index_add_(0, flat_rows, grad_rows)
-        return dense.view(ctx.shape), None, None
 
 
 class Quantizer(nn.Module):
@@ -96,12 +48,8 @@ class Quantizer(nn.Module):
         latent_shape: (C, H, W) of one latent, (32, 8, 8) for DC-AE f32c32 at 256 x 256.
         search_memory_mb: bound on the distance matrix built per search chunk.
 
-    ``codebook_grad`` (attribute; ``train()`` sets it): how a training backward writes the codebook gradient.
-    ``"fresh"`` (default): a new dense tensor each backward, as any module. ``"sparse"`` / ``"rows"``: added
-    into the kept dense ``codebook.grad`` (zeroed in place between steps by ``zero_codebook_grad``; see
-    ``_CodebookRows``); ``"rows"`` also zeroes only the rows the last steps wrote, but gives autograd no
-    gradient for the codebook (no hooks, no DDP all-reduce: single process only). Only for loops that call
-    ``.backward()``: ``torch.autograd.grad`` w.r.t. the codebook needs ``"fresh"``.
+    ``in_place_grad``: None (a fresh codebook gradient each backward, as any module), or the
+    ``ops.codebook_grad.InPlaceCodebookGrad`` the CPU trainer installs (a speed trick, same numbers).
     """
 
     def __init__(self, num_groups: int, codes_per_group: int, code_dim: int, split: str = "channel",
@@ -116,8 +64,7 @@ class Quantizer(nn.Module):
         self.latent_shape = latent_shape
         self.tokens_per_image = tokens_per_image
         self.search_memory_mb = search_memory_mb
-        self.codebook_grad = "fresh"
-        self._grad_rows_since_zero = (None, None)  # (rows added into codebook.grad since zeroed, weakref to it)
+        self.in_place_grad = None  # ops.codebook_grad.InPlaceCodebookGrad, installed by the CPU trainer
         self.codebook = nn.Parameter(torch.randn(num_groups, codes_per_group, code_dim))  # (G, K, D)
         # Token t uses codebook t % G; as a flat row offset into codebook.view(G*K, D):
         self.register_buffer("group_of_token", torch.arange(tokens_per_image) % num_groups, persistent=False)
@@ -166,44 +113,11 @@ class Quantizer(nn.Module):
         """Codes (B, T) -> token vectors (B, T, D), differentiable w.r.t. the codebook."""
         flat_rows = self.group_of_token * self.codes_per_group + codes  # (B, T) rows of (G*K, D)
         # index_select: its backward (index_add) is deterministic on CPU, unlike advanced indexing's.
-        if self.codebook_grad not in CODEBOOK_GRAD_MODES:
-            raise ValueError(f"codebook_grad must be one of {CODEBOOK_GRAD_MODES}, got {self.codebook_grad!r}.")
-        if self.codebook_grad != "fresh" and self.codebook.requires_grad and torch.is_grad_enabled():
-            rows = _CodebookRows.apply(self.codebook, flat_rows.reshape(-1), self)  # (B*T, D)
+        if self.in_place_grad is not None and self.codebook.requires_grad and torch.is_grad_enabled():
+            rows = self.in_place_grad.lookup(flat_rows.reshape(-1))  # (B*T, D), gradient added in place
         else:
-            if self.codebook.requires_grad and torch.is_grad_enabled():
-                self._note_grad_rows(None)  # its backward may add into codebook.grad anywhere
             rows = self.codebook.reshape(-1, self.code_dim).index_select(0, flat_rows.reshape(-1))  # (B*T, D)
         return rows.view(*codes.shape, self.code_dim)
-
-    def zero_codebook_grad(self) -> None:
-        """Zero ``codebook.grad`` in place, keeping its memory for the next in-place backward.
-
-        In ``"rows"`` mode only the rows its backwards wrote since the last zeroing (B * T rows instead of
-        G * K; the rest are still zero). It zeroes all of it whenever those rows are unknown (the first
-        step, a fresh ``.grad``, a replaced tensor, a backward in another mode).
-        """
-        grad = self.codebook.grad
-        if grad is None:
-            return
-        rows, zeroed_grad = self._grad_rows_since_zero
-        if self.codebook_grad == "rows" and rows is not None and zeroed_grad() is grad:
-            if rows:
-                grad.view(-1, self.code_dim).index_fill_(0, torch.cat(rows), 0.0)
-        else:
-            grad.zero_()
-        self._grad_rows_since_zero = ([], weakref.ref(grad))
-
-    def __getstate__(self):  # pickling/deep copies: a weakref does not pickle, and the rows are per tensor
-        return {**self.__dict__, "_grad_rows_since_zero": (None, None)}
-
-    def _note_grad_rows(self, flat_rows: torch.Tensor | None) -> None:
-        """Called by the in-place backward with the rows (n,) it added into ``codebook.grad``; None: unknown."""
-        rows, _ = self._grad_rows_since_zero
-        if flat_rows is None or rows is None:
-            self._grad_rows_since_zero = (None, None)
-        else:
-            rows.append(flat_rows)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, T) -> quantized latent (B, C, H, W)."""

@@ -26,12 +26,13 @@ from tqdm.auto import tqdm
 
 from revq_core import cpu_threads
 from revq_core.checks import check_device, check_finite, check_latents
+from revq_core.data.files import atomic_write_text
 from revq_core.modeling.reset import CodeUsage, reset_unused_codes
 from revq_core.modeling.revq import ReVQ
+from revq_core.ops import codebook_grad
 from revq_core.training import distributed
 from revq_core.training.checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
     save_checkpoint,
 )
@@ -159,7 +160,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
         if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
             model.save_pretrained(output_dir / MODEL)
         distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
-    model.quantizer.codebook_grad = "fresh"  # the returned model behaves like any module in users' loops
+    codebook_grad.uninstall(model.quantizer)  # the returned model behaves like any module in users' loops
     model.zero_grad(set_to_none=True)  # no codebook-sized gradient kept alive (2 GiB at K = 262,144)
     return model, history
 
@@ -252,27 +253,27 @@ def train_step(step_model, model: ReVQ, latent: torch.Tensor, optimizer, usage, 
 
 
 def set_in_place_codebook_grad(model: ReVQ, device: torch.device) -> None:
-    """On the CPU, add each step's codebook gradient into one kept tensor (``Quantizer.codebook_grad``: no
-    fresh codebook-sized page faults per step; the same numbers): straight into the rows the batch touched
-    in a single process, through autograd (so DDP's all-reduce sees it) over several ranks. On CUDA the
-    caching allocator already reuses the memory, so the plain path stays."""
+    """On the CPU, install ``ops.codebook_grad.InPlaceCodebookGrad`` on the quantizer: each step's codebook
+    gradient is added into one kept tensor (no fresh codebook-sized page faults per step; the same numbers),
+    straight into the rows the batch touched in a single process, through autograd (so DDP's all-reduce sees
+    it) over several ranks. On CUDA the caching allocator already reuses the memory: the plain path stays."""
     if torch.device(device).type != "cpu":
-        model.quantizer.codebook_grad = "fresh"
+        codebook_grad.uninstall(model.quantizer)
     else:
-        model.quantizer.codebook_grad = "sparse" if distributed.is_distributed() else "rows"
+        codebook_grad.install(model.quantizer, "sparse" if distributed.is_distributed() else "rows")
 
 
 def optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, grad_clip: float,
                    quantizer=None) -> None:
     """The update of one training step after its forward: backward of ``output.loss``, gradient-norm
     clipping at ``grad_clip`` per parameter group (quantizer, rectifier), AdamW, and the batch's codes
-    ``output.codes`` (B, T) added to ``usage``. ``quantizer``: where it keeps its gradient tensor
-    (``Quantizer.codebook_grad`` not "fresh"), that gradient is zeroed in place instead of dropped; all other
-    gradients are dropped."""
-    if quantizer is not None and quantizer.codebook_grad != "fresh":
+    ``output.codes`` (B, T) added to ``usage``. ``quantizer``: where it keeps its gradient tensor (an
+    installed ``in_place_grad``), that gradient is zeroed in place instead of dropped; all other gradients
+    are dropped."""
+    if quantizer is not None and quantizer.in_place_grad is not None:
         for param in rectifier_params:
             param.grad = None
-        quantizer.zero_codebook_grad()
+        quantizer.in_place_grad.zero_grad()
     else:
         optimizer.zero_grad(set_to_none=True)
     output.loss.backward()

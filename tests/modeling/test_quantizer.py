@@ -5,7 +5,7 @@ import torch
 from helpers import brute_force_codes
 
 from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
-from revq_core.ops import search
+from revq_core.ops import codebook_grad, search
 from revq_core.ops.search import _chunk_sizes, nearest_codes
 
 
@@ -226,13 +226,13 @@ def test_in_place_codebook_gradient_equals_index_select_and_grad_stays_dense(mod
     plain = Quantizer(64, 8, 32, "channel")  # K = 8: many tokens share a code (duplicate rows in the sum)
     fast = Quantizer(64, 8, 32, "channel")
     fast.load_state_dict(plain.state_dict())
-    fast.codebook_grad = mode
+    in_place = codebook_grad.install(fast, mode)
     plain(latent).loss.backward()
     fast(latent).loss.backward()  # no .grad yet: the dense gradient, as index_select
     assert fast.codebook.grad.layout == torch.strided and torch.equal(fast.codebook.grad, plain.codebook.grad)
     kept = fast.codebook.grad
     for scale in (2.0, -3.0):
-        fast.zero_codebook_grad()
+        in_place.zero_grad()
         plain.zero_grad(set_to_none=True)
         plain(scale * latent).loss.backward()
         fast(scale * latent).loss.backward()  # added in place into the kept tensor
@@ -240,38 +240,42 @@ def test_in_place_codebook_gradient_equals_index_select_and_grad_stays_dense(mod
         assert torch.equal(fast.codebook.grad, plain.codebook.grad)
     with torch.no_grad():
         assert torch.equal(fast(latent).quantized, plain(latent).quantized)  # no graph: the plain lookup
-    fast.codebook_grad = "dense"
-    with pytest.raises(ValueError, match="codebook_grad must be one of"):
-        fast(latent)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        codebook_grad.install(fast, "dense")
 
 
 def test_zeroing_only_the_touched_rows_leaves_an_all_zero_gradient():
-    """In "rows" mode zero_codebook_grad zeroes the rows the backwards wrote; where those rows are unknown
-    (a fresh dense .grad, a backward in another mode, a replaced tensor) it zeroes all."""
+    """In "rows" mode zero_grad zeroes the rows the backwards wrote; where those rows are unknown (a fresh
+    dense .grad, a backward in another mode or without the in-place lookup, a replaced tensor) it zeroes all."""
     generator = torch.Generator().manual_seed(6)
     quantizer = Quantizer(64, 16, 32, "channel")
-    quantizer.codebook_grad = "rows"
+    in_place = codebook_grad.install(quantizer, "rows")
 
     def step(scale):
         quantizer(scale * torch.randn(3, 32, 8, 8, generator=generator)).loss.backward()
 
     step(1.0)  # no .grad yet: a fresh dense gradient, its rows not tracked
-    quantizer.zero_codebook_grad()
+    in_place.zero_grad()
     assert not quantizer.codebook.grad.any()
     for scale in (1.0, 3.0):  # two backwards before one zeroing: both sets of rows are zeroed
         step(scale)
     written = quantizer.codebook.grad.abs().sum(-1) > 0  # (G, K)
     assert 0 < written.sum() < written.numel()  # not every code was picked: a partial zero is tested
-    quantizer.zero_codebook_grad()
+    in_place.zero_grad()
     assert not quantizer.codebook.grad.any()
-    for other_mode in ("fresh", "sparse"):  # their backwards add anywhere: the next zero must be whole
-        quantizer.codebook_grad = other_mode
-        step(1.0)
-        quantizer.codebook_grad = "rows"
-        quantizer.zero_codebook_grad()
-        assert not quantizer.codebook.grad.any()
+    codebook_grad.install(quantizer, "sparse")  # its backwards add anywhere: the next zero must be whole
+    step(1.0)
+    in_place = codebook_grad.install(quantizer, "rows")
+    in_place.zero_grad()
+    assert not quantizer.codebook.grad.any()
+    codebook_grad.uninstall(quantizer)  # a plain backward adds anywhere too
+    step(1.0)
+    in_place = codebook_grad.install(quantizer, "rows")
+    in_place.zero_grad()
+    assert not quantizer.codebook.grad.any()
     quantizer.codebook.grad = torch.ones_like(quantizer.codebook)  # a replaced tensor: zeroed whole
-    quantizer.zero_codebook_grad()
+    in_place.zero_grad()
     assert not quantizer.codebook.grad.any()
     copied = pickle.loads(pickle.dumps(quantizer))  # the weakref to the gradient is not pickled
-    assert copied._grad_rows_since_zero == (None, None)
+    assert copied.in_place_grad._rows_since_zero is None and copied.in_place_grad._zeroed_grad is None
+    assert copied.in_place_grad.codebook is copied.codebook  # the copy adds into its own codebook's gradient

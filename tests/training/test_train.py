@@ -7,6 +7,7 @@ import torch
 
 from revq_core.modeling.reset import CodeUsage
 from revq_core.modeling.revq import ReVQ
+from revq_core.ops import codebook_grad
 from revq_core.paper import plots
 from revq_core.training.checkpoint import CheckpointError, load_checkpoint
 from revq_core.training.config import PRESETS, preset
@@ -181,26 +182,25 @@ def test_bad_inputs_and_checkpoints_are_explained(data, tmp_path):
 
 
 def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monkeypatch):
-    """train() on the CPU adds the codebook gradient into one kept tensor (Quantizer.codebook_grad = "rows");
-    the weights after training must equal those of the plain path (fresh dense gradients) bit for bit."""
-    from revq_core.modeling import quantizer as quantizer_module
-    from revq_core.modeling.quantizer import Quantizer
+    """train() on the CPU installs ops.codebook_grad.InPlaceCodebookGrad ("rows": the codebook gradient added
+    into one kept tensor); the weights after training must equal those of the plain path bit for bit."""
+    from revq_core.ops import codebook_grad
+    from revq_core.training import trainer
 
     train_latents, val_latents = data
     config = preset("tiny", epochs=2)
     calls = []
-    apply = quantizer_module._CodebookRows.apply
+    lookup = codebook_grad.InPlaceCodebookGrad.lookup
     with monkeypatch.context() as patch:  # count the lookups that take the in-place path
-        patch.setattr(quantizer_module._CodebookRows, "apply", lambda *args: calls.append(args[2].codebook_grad) or apply(*args))
+        patch.setattr(codebook_grad.InPlaceCodebookGrad, "lookup",
+                      lambda self, rows: calls.append(self.mode) or lookup(self, rows))
         in_place, _ = train(config, train_latents, val_latents, progress=False)
     assert calls == ["rows"] * (2 * (256 // config.batch_size))
     assert in_place.quantizer.codebook.grad is None  # train() drops its gradients before returning
-    assert in_place.quantizer.codebook_grad == "fresh"  # the plain mode again on the returned model
-    with monkeypatch.context() as patch:  # the plain path: the attribute reads "fresh" whatever train() sets
-        patch.setattr(Quantizer, "codebook_grad", property(lambda self: "fresh", lambda self, value: None),
-                      raising=False)
+    assert in_place.quantizer.in_place_grad is None  # the plain lookup again on the returned model
+    with monkeypatch.context() as patch:  # the plain path: nothing installed
+        patch.setattr(trainer, "set_in_place_codebook_grad", lambda model, device: None)
         plain, _ = train(config, train_latents, val_latents, progress=False)
-        assert plain.quantizer.codebook_grad == "fresh"
     for (name, a), (_, b) in zip(in_place.state_dict().items(), plain.state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -209,7 +209,7 @@ def _scaled_step_gradients(model, config, latent, loss_scale):
     """(unclipped, clipped) gradients of one ``optimizer_step`` whose loss is scaled by ``loss_scale``:
     each a (quantizer list, rectifier list); the clipped ones are what ``optimizer.step`` receives."""
     reference = copy.deepcopy(model)  # plain autograd gradients (the in-place "rows" mode fills .grad itself)
-    reference.quantizer.codebook_grad = "fresh"
+    codebook_grad.uninstall(reference.quantizer)
     reference_params = list(reference.quantizer.parameters()) + [
         p for name, p in reference.named_parameters() if not name.startswith("quantizer.")]
     unclipped = torch.autograd.grad(loss_scale * reference(latent).loss, reference_params)
@@ -233,8 +233,8 @@ def _norm(gradients):
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients])))
 
 
-@pytest.mark.parametrize("codebook_grad", ["fresh", "rows"])
-def test_gradient_norms_are_clipped_per_group(data, codebook_grad):
+@pytest.mark.parametrize("in_place", [False, True])
+def test_gradient_norms_are_clipped_per_group(data, in_place):
     """``optimizer_step`` clips the quantizer's and the rectifier's gradients separately at grad_clip, as the
     authors do (clip_grad_norm_ on quantizer.parameters(), then on decoder.parameters()). A loss scaled by 1e4
     pushes both groups far above 1.0 (here ~180 and ~9000): each must arrive at the optimizer with norm
@@ -244,7 +244,8 @@ def test_gradient_norms_are_clipped_per_group(data, codebook_grad):
     train_latents, _ = data
     config = preset("tiny")
     model = build_model(config)
-    model.quantizer.codebook_grad = codebook_grad  # train() uses "rows" on the CPU
+    if in_place:  # as train() on the CPU
+        codebook_grad.install(model.quantizer, "rows")
     model.normalizer.fit(train_latents)
     latent = model.normalizer.normalize(train_latents[:config.batch_size])
 
