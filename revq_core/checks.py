@@ -38,7 +38,16 @@ def first_line(error: BaseException) -> str:
 
 
 def check_latents(latents: torch.Tensor, latent_shape: tuple[int, int, int], name: str = "latents") -> None:
-    """Check a batch of latents of shape (B, C, H, W) against the expected (C, H, W), and for NaN/Inf."""
+    """Check a batch of latents of shape (B, C, H, W) against the expected (C, H, W), and for NaN/Inf.
+
+    For public entry points (tokenize, train's inputs, ...): the NaN/Inf check reads every value (a host
+    sync on a GPU). Inside a training step's forward, ``check_latent_shape`` checks what is free to check."""
+    check_latent_shape(latents, latent_shape, name)
+    check_finite(latents, name)
+
+
+def check_latent_shape(latents: torch.Tensor, latent_shape: tuple[int, int, int], name: str = "latents") -> None:
+    """``check_latents`` without reading the values: type, shape (B, C, H, W) and dtype only (no host sync)."""
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, {', '.join(map(str, latent_shape))}), "
                         f"got {type(latents).__name__}.")
@@ -60,7 +69,6 @@ def check_latents(latents: torch.Tensor, latent_shape: tuple[int, int, int], nam
                          f"if that is the latent you mean to quantize.")
     if not latents.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {latents.dtype}.")
-    check_finite(latents, name)
 
 
 def check_has_data(tensor: torch.Tensor, name: str) -> None:

@@ -40,23 +40,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from revq_core.autoencoders.base import decode, encode
-from revq_core.autoencoders.embedded import (
-    build_embedded_vae,
-    embedded_vae_dir,
-    embedded_vae_v2_config,
-)
+from revq_core.autoencoders.embedded import build_embedded_vae, embedded_vae_dir, embedded_vae_v2_config
 from revq_core.autoencoders.loading import load_vae
-from revq_core.data.files import cache_dir  # noqa: E402
-from revq_core.data.photos import (
-    CORPUS_V2_CROP_SCALES,
-    build_photo_dataset,
-    uint8_to_float,
-)
-from revq_core.evaluation.vae_quality import (
-    bicubic_baseline,
-    format_quality,
-    reconstruction_quality,
-)
+from revq_core.data.files import atomic_write, cache_dir  # noqa: E402
+from revq_core.data.photos import CORPUS_V2_CROP_SCALES, build_photo_dataset, uint8_to_float
+from revq_core.evaluation.vae_quality import bicubic_baseline, format_quality, reconstruction_quality
 
 
 def parse_args(argv=None):
@@ -137,10 +125,7 @@ def psnr_rgb(vae, images: torch.Tensor) -> float:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def export_model(model, out_dir: Path) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from revq_core.checks import check_codes, check_latents, check_not_empty
+from revq_core.checks import check_codes, check_latent_shape, check_latents, check_not_empty
 from revq_core.ops.search import nearest_codes
 
 SPLITS = ("channel", "spatial", "single")
@@ -125,8 +125,9 @@ class Quantizer(nn.Module):
         return self.to_latent(self.lookup(codes.to(self.codebook.device)))
 
     def forward(self, latent: torch.Tensor) -> QuantizerOutput:
-        """Quantize (B, C, H, W); the loss trains only the selected codes."""
-        check_latents(latent, self.latent_shape)
+        """Quantize (B, C, H, W); the loss trains only the selected codes. Only the shape is checked (a
+        training step; ``encode`` also checks the values)."""
+        check_latent_shape(latent, self.latent_shape)
         tokens = self.to_tokens(latent)  # (B, T, D)
         codes = self._encode_tokens(tokens)  # (B, T)
         quantized_tokens = self.lookup(codes)  # (B, T, D)

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from revq_core.checks import check_codes, check_has_data, check_latents, check_not_empty
+from revq_core.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
 from revq_core.modeling.normalizer import LatentNormalizer
 from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
 from revq_core.modeling.rectifiers import build_rectifier
@@ -78,8 +78,11 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
 
     # ---- training-time forward on normalized latents ------------------------------------------
     def forward(self, latent: torch.Tensor) -> ReVQOutput:
-        """Normalized latent (B, C, H, W) -> ``ReVQOutput`` with both losses (the paper's "Rectifier" section)."""
-        check_latents(latent, self.latent_shape)
+        """Normalized latent (B, C, H, W) -> ``ReVQOutput`` with both losses (the paper's "Rectifier" section).
+
+        The training step's forward: its input's shape is checked, its values are not (``train`` checks its
+        latents once at the start, and stops on a non-finite loss)."""
+        check_latent_shape(latent, self.latent_shape)
         if self.pre_encoder is None:
             quantized, codes, loss_quant = self.quantizer(latent)
             rectified = self.rectifier(quantized.detach())
