@@ -88,7 +88,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
             rectified = self.rectifier(quantized.detach())
             loss_rect = F.mse_loss(rectified, latent)
             return ReVQOutput(rectified, quantized, codes, loss_quant + loss_rect, loss_quant, loss_rect)
-        encoded = self.pre_encoder(latent)
+        encoded = self.quantizer_input(latent)
         quantized, codes, loss_quant = self.quantizer(encoded)
         commitment = F.mse_loss(encoded, quantized.detach())
         straight_through = encoded + (quantized - encoded).detach()
@@ -105,9 +105,12 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         check_not_empty(latent, "latent")
         self._check_weights_have_data()
         normalized = self.normalizer.normalize(latent.to(self.normalizer.mean))
-        if self.pre_encoder is not None:
-            normalized = self.pre_encoder(normalized)
-        return self.quantizer.encode(normalized)
+        return self.quantizer.encode(self.quantizer_input(normalized))
+
+    def quantizer_input(self, normalized: torch.Tensor) -> torch.Tensor:
+        """What the quantizer sees of a normalized latent (B, C, H, W): the latent itself (the paper), or the
+        pre-encoder's output in the "extra encoder" ablation."""
+        return normalized if self.pre_encoder is None else self.pre_encoder(normalized)
 
     @torch.no_grad()
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:

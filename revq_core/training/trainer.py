@@ -189,18 +189,17 @@ def _validation_mse(model: ReVQ, latents: torch.Tensor, batch_size: int) -> tupl
 
 @torch.no_grad()
 def _squared_error_sums(model: ReVQ, latents: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(sum of squared rectified errors, same for the quantizer alone) over latents (N, C, H, W)."""
+    """(sum of squared rectified errors, same for the quantizer alone) over latents (N, C, H, W), through the
+    model's own forward (the training step's, in eval mode, without gradients)."""
     was_training = model.training
     model.eval()
     device = model.normalizer.mean.device
     rectified_sum, quantized_sum = 0.0, 0.0
     for start in range(0, latents.shape[0], batch_size):
         latent = model.normalizer.normalize(latents[start:start + batch_size].to(device).float())
-        quantized = model.quantizer.decode(model.quantizer.encode(
-            latent if model.pre_encoder is None else model.pre_encoder(latent)))
-        rectified = model.rectifier(quantized)
-        rectified_sum += F.mse_loss(rectified, latent, reduction="sum").item()
-        quantized_sum += F.mse_loss(quantized, latent, reduction="sum").item()
+        output = model(latent)
+        rectified_sum += F.mse_loss(output.rectified, latent, reduction="sum").item()
+        quantized_sum += F.mse_loss(output.quantized, latent, reduction="sum").item()
     model.train(was_training)
     return rectified_sum, quantized_sum
 
@@ -343,7 +342,7 @@ def _init_codebook(model: ReVQ, config: TrainConfig, train_latents: torch.Tensor
         subset[start:start + chunk_size] = model.normalizer.normalize(train_latents[ids].to(device).float())
     if model.pre_encoder is not None:
         with torch.no_grad():
-            subset = torch.cat([model.pre_encoder(part) for part in subset.split(config.val_batch_size)])
+            subset = torch.cat([model.quantizer_input(part) for part in subset.split(config.val_batch_size)])
     model.quantizer.init_from_samples(subset, method=config.init, generator=generator)
 
 
