@@ -13,7 +13,6 @@ the 'meta' device, which holds no data.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,7 +21,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from revq_core.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
+from revq_core.checks import (
+    check_codes,
+    check_has_data,
+    check_latent_shape,
+    check_latents,
+    check_not_empty,
+)
+from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.normalizer import LatentNormalizer
 from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
 from revq_core.modeling.rectifiers import build_rectifier
@@ -64,8 +70,9 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         self.tokens_per_image = tokens_per_image
         self.codes_per_group = codes_per_group
         self.vae_name = vae
-        if num_groups is None:
-            num_groups = 1 if split == "single" else tokens_per_image
+        self.architecture = ModelConfig(self.latent_shape, tokens_per_image, codes_per_group, num_groups, split,
+                                         rectifier, rectifier_width, rectifier_depth, rectifier_residual, pre_encoder)
+        num_groups = self.architecture.groups
         self.normalizer = LatentNormalizer(self.latent_shape)
         self.quantizer = Quantizer(num_groups, codes_per_group, code_dim_for_tokens(self.latent_shape, tokens_per_image),
                                    split, self.latent_shape)
@@ -267,10 +274,8 @@ def _check_pretrained_dir(path: Path) -> None:
     except Exception as error:
         raise ValueError(f"{weights_path} cannot be read ({type(error).__name__}: {error}); the file is truncated "
                          "or damaged. Save the model again or copy the file anew.") from error
-    latent_shape = tuple(config.get("latent_shape", (32, 8, 8)))
-    tokens = config.get("tokens_per_image", 512)
-    groups = config.get("num_groups") or (1 if config.get("split") == "single" else tokens)
-    expected = (groups, config.get("codes_per_group", 16384), math.prod(latent_shape) // tokens)
+    architecture = ModelConfig.of(config)
+    expected = (architecture.groups, architecture.codes_per_group, architecture.code_dim)
     if codebook_shape != expected:
         raise ValueError(f"{weights_path} holds a codebook of shape {codebook_shape} but {config_path} describes "
                          f"{expected} (G, K, D): the weights belong to another configuration.")

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.normalizer import LatentNormalizer
 from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
 from revq_core.modeling.rectifiers import count_parameters
@@ -108,7 +109,7 @@ def quantizer_only_mse(train_latents: torch.Tensor, val_latents: torch.Tensor, t
     latent_shape = tuple(train_latents.shape[1:])
     normalizer = LatentNormalizer(latent_shape)
     normalizer.fit(train_latents)
-    groups = 1 if split == "single" else tokens_per_image
+    groups = ModelConfig(latent_shape, tokens_per_image, split=split).groups
     quantizer = Quantizer(groups, codes_per_group, code_dim_for_tokens(latent_shape, tokens_per_image), split,
                           latent_shape)
     quantizer.init_from_samples(normalizer.normalize(train_latents.float()), method=method,

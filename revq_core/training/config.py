@@ -8,20 +8,15 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from revq_core.modeling.config import ModelConfig
+
 
 @dataclass
-class TrainConfig:
-    # model
-    latent_shape: tuple = (32, 8, 8)  # (C, H, W) of the VAE latent
-    tokens_per_image: int = 512  # T; code dimension D = C*H*W / T
-    codes_per_group: int = 16384  # K, codes per codebook
-    num_groups: int | None = None  # G; None: T (or 1 for split="single")
-    split: str = "channel"  # "channel" (paper), "spatial", "single"
-    rectifier: str = "vit"  # "vit" (paper), "cnn", "mlp", "identity"
-    rectifier_width: int = 512
-    rectifier_depth: int = 3
-    rectifier_residual: bool = False  # latent + rectifier(latent), starting at the identity (not the paper's)
-    pre_encoder: str | None = None  # the paper's "extra encoder" ablation
+class TrainConfig(ModelConfig):
+    """A training run: the model's architecture (``ModelConfig``'s fields: latent_shape, tokens_per_image,
+    codes_per_group, num_groups, split, rectifier, rectifier_width, rectifier_depth, rectifier_residual,
+    pre_encoder), then the recipe, the machine and the speed settings."""
+
     # recipe
     epochs: int = 100
     batch_size: int = 256

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from revq_core import cpu_threads
 from revq_core.checks import check_device, check_finite, check_latents
 from revq_core.data.files import atomic_write_text
+from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.reset import CodeUsage, reset_unused_codes
 from revq_core.modeling.revq import ReVQ
 from revq_core.ops import codebook_grad
@@ -50,11 +51,7 @@ def compile_rectifier(model: ReVQ, config: TrainConfig) -> None:
 
 def build_model(config: TrainConfig, vae: str | None = None) -> ReVQ:
     """An untrained ReVQ with the configuration's architecture."""
-    return ReVQ(latent_shape=tuple(config.latent_shape), tokens_per_image=config.tokens_per_image,
-                codes_per_group=config.codes_per_group, num_groups=config.num_groups, split=config.split,
-                rectifier=config.rectifier, rectifier_width=config.rectifier_width,
-                rectifier_depth=config.rectifier_depth, pre_encoder=config.pre_encoder, vae=vae,
-                rectifier_residual=config.rectifier_residual)
+    return ReVQ(**ModelConfig.of(config).as_kwargs(), vae=vae)
 
 
 class TrainingDiverged(RuntimeError):
