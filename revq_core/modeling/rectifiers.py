@@ -22,9 +22,6 @@ import torch
 import torch.nn as nn
 from diffusers.models.autoencoders.autoencoder_dc import Decoder
 
-RECTIFIERS = ("vit", "cnn", "mlp", "identity")
-
-
 class _OneStageDecoder(Decoder):
     """A single-resolution DC-AE decoder stage used as a latent-to-latent map."""
 
@@ -106,29 +103,33 @@ class ResidualRectifier(nn.Module):
         return latent + self.body(latent)
 
 
+# The registry: kind -> builder(latent_shape (C, H, W), width, depth) -> module (B, C, H, W) -> (B, C, H, W).
+# A new rectifier is one entry here (its own hyper-parameters beyond width and depth as keyword defaults).
+RECTIFIERS = {
+    "vit": lambda latent_shape, width, depth: ViTRectifier(latent_shape[0], width, depth),
+    "cnn": lambda latent_shape, width, depth: CNNRectifier(latent_shape[0], width, depth),
+    "mlp": lambda latent_shape, width, depth: MLPRectifier(tuple(latent_shape), width, depth),
+    "identity": lambda latent_shape, width, depth: nn.Identity(),
+}
+
+
 def build_rectifier(kind: str = "vit", latent_shape: tuple[int, int, int] = (32, 8, 8), width: int = 512,
                     depth: int = 3, residual: bool = False) -> nn.Module:
-    """A rectifier by name: "vit" (paper default), "cnn", "mlp" or "identity" (no rectifier).
+    """A rectifier by name from ``RECTIFIERS``: "vit" (paper default), "cnn", "mlp" or "identity" (none).
 
     ``residual=True`` makes it start as the identity (see the module docstring): ViT and CNN are wrapped as
     ``ResidualRectifier``; the MLP, residual already, gets its output layer zero-initialised.
     """
-    latent_channels = latent_shape[0]
-    if kind == "identity":
-        return nn.Identity()
-    if kind == "mlp":
-        rectifier = MLPRectifier(tuple(latent_shape), width, depth)
-        if residual:
-            nn.init.zeros_(rectifier.fc_out.weight)
-            nn.init.zeros_(rectifier.fc_out.bias)
+    if kind not in RECTIFIERS:
+        raise ValueError(f"rectifier kind must be one of {tuple(RECTIFIERS)}, got {kind!r}.")
+    rectifier = RECTIFIERS[kind](latent_shape, width, depth)
+    if not residual or kind == "identity":
         return rectifier
-    if kind == "vit":
-        rectifier = ViTRectifier(latent_channels, width, depth)
-    elif kind == "cnn":
-        rectifier = CNNRectifier(latent_channels, width, depth)
-    else:
-        raise ValueError(f"rectifier kind must be one of {RECTIFIERS}, got {kind!r}.")
-    return ResidualRectifier(rectifier) if residual else rectifier
+    if isinstance(rectifier, MLPRectifier):
+        nn.init.zeros_(rectifier.fc_out.weight)
+        nn.init.zeros_(rectifier.fc_out.bias)
+        return rectifier
+    return ResidualRectifier(rectifier)
 
 
 def count_parameters(module: nn.Module) -> int:
