@@ -172,7 +172,7 @@ def load_authors_model(name_or_path: str | os.PathLike, preprocessor=None, stati
         preprocessor: their normalization statistics ``preprocessor.pth`` (``mean``/``std`` of shape (2048,)):
             a path, or a URL (e.g. ``AUTHORS_PREPROCESSOR_URL``) downloaded once into torch's hub directory.
         statistics: instead, (mean, var) of the training latents, each (32, 8, 8) or (2048,), e.g.
-            ``revq_core.data.latent_cache.latent_cache_statistics("latents/train.npy")``.
+            ``revq_core.data.latents.latent_cache_statistics("latents/train.npy")``.
             With neither, the normalizer stays the identity and a warning says so.
         vae: the VAE name recorded in the model (their models quantize DC-AE sana-1.1 latents).
         revision, cache_dir: passed to ``huggingface_hub.hf_hub_download``.

@@ -6,21 +6,11 @@
 """
 from __future__ import annotations
 
-import torch
-
 from revq_core.training import distributed
 from revq_core.training.checkpoint import CheckpointError
 from revq_core.training.config import PRESETS, preset, speed_settings
 from revq_core.training.run_dir import RunDirectoryError
 from revq_core.training.trainer import train
-
-
-def _read_latents(path: str) -> torch.Tensor:
-    """Latents (N, C, H, W) from a safetensors file (``save_latents``) or a memory-mapped .npy cache."""
-    from revq_core.data.latent_cache import load_latent_cache
-    from revq_core.data.latents import load_latents
-
-    return load_latent_cache(path) if path.endswith(".npy") else load_latents(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     parser.add_argument("--output", default="runs/demo", help="output directory (checkpoint, history, model)")
     parser.add_argument("--train-latents", help="latent file (N, C, H, W): safetensors (save_latents) or a .npy "
-                        "cache (latent_cache.encode_to_cache, memory-mapped); default: the embedded photo crops")
+                        "cache (revq_core.data.latents.encode_to_cache, memory-mapped); default: the embedded photo crops")
     parser.add_argument("--val-latents", help="latent file for validation (same formats); default: the embedded held-out crops")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -61,15 +51,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.fast:
         overrides = {**speed_settings(device), **overrides}
     config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
-    from revq_core.data.latent_cache import latent_cache_statistics
-    from revq_core.data.latents import embedded_latents
+    from revq_core.data.latents import (
+        embedded_latents,
+        latent_cache_statistics,
+        read_latents,
+    )
 
     statistics = None  # from a .npy cache: computed while it was written, no extra pass
     main_process = distributed.is_main_process()
     try:  # bad inputs end in one line that says what to do, never a traceback
         if args.train_latents:
-            train_latents = _read_latents(args.train_latents)
-            val_latents = _read_latents(args.val_latents) if args.val_latents else None
+            train_latents = read_latents(args.train_latents)
+            val_latents = read_latents(args.val_latents) if args.val_latents else None
             statistics = latent_cache_statistics(args.train_latents) if args.train_latents.endswith(".npy") else None
             vae = None
         else:

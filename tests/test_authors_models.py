@@ -24,7 +24,7 @@ from revq_core.convert import (
     CheckpointConversionError,
     load_authors_model,
 )
-from revq_core.data.latent_cache import encode_to_cache, latent_cache_statistics
+from revq_core.data.latents import encode_to_cache, latent_cache_statistics
 from revq_core.modeling.revq import ReVQ
 from tests.data.test_latent_cache import FakeVAE, Images
 from tests.test_convert import _authors_layout

@@ -16,7 +16,7 @@ from PIL import Image
 from revq_core import convert, pipeline
 from revq_core.autoencoders.base import downsampling_factor, encode
 from revq_core.autoencoders.embedded import embedded_vae_dir
-from revq_core.data import latent_cache
+from revq_core.data import latents as latent_cache
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.latents import load_latents, save_latents
 from revq_core.modeling.revq import ReVQ

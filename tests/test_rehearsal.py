@@ -22,8 +22,7 @@ import torch
 from PIL import Image
 
 from revq_core.autoencoders.base import downsampling_factor
-from revq_core.data.latent_cache import latent_cache_statistics
-from revq_core.data.latents import encode_image_folder
+from revq_core.data.latents import encode_image_folder, latent_cache_statistics
 from revq_core.data.photos import PHOTO_SOURCES, load_photo
 from revq_core.modeling.revq import ReVQ
 from revq_core.paper.flops import MODEL_CONFIGS
@@ -108,7 +107,7 @@ def test_the_config_is_the_one_the_flops_notebook_counts():
 
 
 def test_an_image_folder_encodes_into_the_memory_mapped_cache(tmp_path):
-    """encode_image_folder with a .npy cache: the resumable memory-mapped cache of revq_core.data.latent_cache, read
+    """encode_image_folder with a .npy cache: the resumable memory-mapped cache of revq_core.data.latents, read
     back without encoding again; the same latents as without a cache."""
     from tests.data.test_latent_cache import FakeVAE
 

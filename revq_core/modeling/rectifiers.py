@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from diffusers.models.autoencoders.autoencoder_dc import Decoder
 
+
 class _OneStageDecoder(Decoder):
     """A single-resolution DC-AE decoder stage used as a latent-to-latent map."""
 

@@ -96,7 +96,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     ``overwrite=True`` deletes it and starts over. While training, ``output_dir/.lock`` (pid and host)
     keeps other runs out (``run_dir.RunDirectoryLocked``); a lock and half-written temporaries left by a
     killed run are taken over (with a warning) and deleted.
-    ``train_latents`` may be memory-mapped (``revq_core.data.latent_cache.load_latent_cache``): batches are
+    ``train_latents`` may be memory-mapped (``revq_core.data.latents.load_latent_cache``): batches are
     gathered from it, nothing holds it whole. ``normalizer_statistics`` = (mean, var), each (C, H, W),
     replaces the pass that fits the normalizer (e.g. ``latent_cache_statistics(path)``).
 
