@@ -111,6 +111,9 @@ def evaluate(args) -> dict:
                                      "rectifier_depth", "rectifier_residual", "epochs", "batch_size")},
                "command": "python scripts/train_embedded_tokenizer.py --evaluate",
                "weights_sha1": weights_sha1(args.out), "notes": notes}
+    first, _ = evaluate_tokenizer(tokenizer, vae, images[:64])  # what tests/test_embedded_tokenizer.py re-measures
+    quality["test_first_64"] = {"vae": {key: first["vae"][key] for key in QUALITY_KEYS},
+                                "tokenizer": {key: first["revq"][key] for key in QUALITY_KEYS}}
     (args.out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     for name in ("vae", "tokenizer", "demo_preset"):
         scores = quality[name]

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 from diffusers import AutoencoderDC
-from helpers import tiny_autoencoder_dc
+from helpers import REPO_ROOT, tiny_autoencoder_dc
 
 from revq_core.autoencoders.base import decode, encode
 from revq_core.autoencoders.embedded import embedded_vae_config, embedded_vae_dir
@@ -104,3 +104,36 @@ def test_shipped_vae_reconstructs_held_out_photos_at_its_documented_quality():
     assert scores["psnr_rgb"] >= documented["vae"]["psnr_rgb"] - 0.3
     assert scores["psnr_y"] >= documented["vae"]["psnr_y"] - 0.3
     assert scores["psnr_y"] > bicubic["psnr_y"]  # the paper's channel
+
+
+V2_DIR = REPO_ROOT / "data" / "embedded_vae_v2"
+
+
+@pytest.mark.skipif(not (V2_DIR / "quality.json").is_file(),
+                    reason="data/embedded_vae_v2 is absent: python scripts/pretrain_vae.py --version v2")
+def test_embedded_vae_v2_reconstructs_held_out_photos_at_its_documented_quality():
+    """The f16c32 VAE v2 on 128 x 128 crops of the held-out photos of data/photos: PSNR (both protocols) within
+    0.3 dB of data/embedded_vae_v2/quality.json, measured on these weights."""
+    import hashlib
+
+    from revq_core.data.latents import EMBEDDED_PHOTO_SETTINGS
+    from revq_core.evaluation.metrics import paper_psnr, to_unit_range
+
+    quality = json.loads((V2_DIR / "quality.json").read_text())
+    digest = hashlib.sha1()
+    for path in sorted(V2_DIR.glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    assert quality["weights_sha1"] == digest.hexdigest(), (
+        "data/embedded_vae_v2/quality.json was measured on other weights; rerun "
+        "`python scripts/pretrain_vae.py --evaluate --version v2`")
+    documented = quality["test_first_128"]["vae"]
+    images = build_photo_dataset("test", **EMBEDDED_PHOTO_SETTINGS["embedded-v2"])[:128]
+    vae = load_vae("embedded-v2")
+    latents = encode(vae, images, batch_size=64)
+    assert latents.shape == (128, 32, 8, 8) and vae.downsampling_factor == 16
+    reconstructions = decode(vae, latents, batch_size=64)
+    scores = reconstruction_quality(images, reconstructions)
+    paper = float(paper_psnr(to_unit_range(reconstructions), to_unit_range(images)).double().mean())
+    assert scores["psnr_rgb"] >= documented["psnr_rgb"] - 0.3
+    assert scores["psnr_y"] >= documented["psnr_y"] - 0.3
+    assert paper >= documented["paper_psnr"] - 0.3
