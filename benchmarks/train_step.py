@@ -39,13 +39,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.modeling.reset import CodeUsage  # noqa: E402
 from revq_core.training.config import preset
-from revq_core.training.trainer import (
-    _optimizer_and_scheduler,
-    build_model,
-    compile_rectifier,
-    set_in_place_codebook_grad,
-    train_step,
-)
+from revq_core.training.trainer import (_optimizer_and_scheduler, build_model, compile_rectifier,
+                                        set_in_place_codebook_grad, train_step)
 
 
 class RevqStep:

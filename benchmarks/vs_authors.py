@@ -58,14 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.convert import convert_authors_checkpoint  # noqa: E402
 from revq_core.modeling.reset import CodeUsage  # noqa: E402
 from revq_core.training.config import preset, speed_settings
-from revq_core.training.trainer import (
-    _end_of_epoch_reset,
-    _optimizer_and_scheduler,
-    _train_epoch,
-    compile_rectifier,
-    set_in_place_codebook_grad,
-    train_step,
-)
+from revq_core.training.trainer import (_end_of_epoch_reset, _optimizer_and_scheduler, _train_epoch,
+                                        compile_rectifier, set_in_place_codebook_grad, train_step)
 
 AUTHORS_CONFIG = "configs/512T_NC=16384.yaml"
 LATENT_SHAPE = (32, 8, 8)

@@ -20,13 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from revq_core.evaluation.metrics import to_unit_range
-from revq_core.tokenize import (
-    TokenizerInputError,
-    load_codes,
-    load_tokenizer,
-    model_digest,
-    run_cli,
-)
+from revq_core.tokenize import TokenizerInputError, load_codes, load_tokenizer, model_digest, run_cli
 
 
 def check_codes_fit(meta: dict, model, model_name: str, force: bool = False) -> None:

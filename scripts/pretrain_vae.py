@@ -326,21 +326,13 @@ def save_figure(images, reconstructions, bicubic, path: Path, results, latent_sh
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from revq_core.paper.plots import image_rows
 
     rows = {"original": images, f"embedded VAE ({results['vae']['psnr_rgb']:.1f} dB)": reconstructions,
             f"bicubic 26x26 ({results['bicubic']['psnr_rgb']:.1f} dB)": bicubic}
-    figure, axes = plt.subplots(len(rows), len(images), figsize=(1.6 * len(images), 1.8 * len(rows)))
-    for row, (title, batch) in enumerate(rows.items()):
-        for column, image in enumerate(batch):
-            axes[row, column].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-            axes[row, column].set_xticks([])
-            axes[row, column].set_yticks([])
-        axes[row, 0].set_ylabel(title, fontsize=8)
     side, latent = images.shape[-1], "x".join(str(size) for size in latent_shape)
-    figure.suptitle(f"Held-out test crops ({side} x {side}): originals, embedded VAE ({latent} latent), "
-                    f"bicubic (26x26x3)", fontsize=9)
-    figure.tight_layout()
+    figure = image_rows(rows, f"Held-out test crops ({side} x {side}): originals, embedded VAE ({latent} latent), "
+                              f"bicubic (26x26x3)")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     print(f"figure saved to {path}")

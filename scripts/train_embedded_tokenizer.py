@@ -129,7 +129,7 @@ def save_figure(tokenizer, demo, vae, images, quality, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from revq_core.paper.plots import image_rows
 
     vae_images, tokenizer_images = reconstruct_images(tokenizer, vae, images)
     _, demo_images = reconstruct_images(demo, vae, images)
@@ -137,16 +137,8 @@ def save_figure(tokenizer, demo, vae, images, quality, path: Path) -> None:
             f"VAE alone ({quality['vae']['paper_psnr']:.1f} dB)": vae_images,
             f"shipped tokenizer ({quality['tokenizer']['paper_psnr']:.1f} dB)": tokenizer_images,
             f"demo preset ({quality['demo_preset']['paper_psnr']:.1f} dB)": demo_images}
-    figure, axes = plt.subplots(len(rows), len(images), figsize=(1.5 * len(images), 1.65 * len(rows)))
-    for row, (title, batch) in enumerate(rows.items()):
-        for column, image in enumerate(batch):
-            axes[row, column].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-            axes[row, column].set_xticks([])
-            axes[row, column].set_yticks([])
-        axes[row, 0].set_ylabel(title, fontsize=7)
-    figure.suptitle("Held-out test crops (128 x 128) through the embedded VAE v2 and 512 tokens "
-                    "(paper-protocol PSNR)", fontsize=9)
-    figure.tight_layout()
+    figure = image_rows(rows, "Held-out test crops (128 x 128) through the embedded VAE v2 and 512 tokens "
+                              "(paper-protocol PSNR)")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     print(f"figure saved to {path}")

@@ -10,20 +10,11 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import torch
-from huggingface_hub.utils import (
-    EntryNotFoundError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-)
+from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from revq_core import convert
-from revq_core.convert import (
-    AUTHORS_PREPROCESSOR_URL,
-    AUTHORS_VAE,
-    AuthorsModelUnavailable,
-    CheckpointConversionError,
-    load_authors_model,
-)
+from revq_core.convert import (AUTHORS_PREPROCESSOR_URL, AUTHORS_VAE, AuthorsModelUnavailable,
+                               CheckpointConversionError, load_authors_model)
 from revq_core.data.latents import encode_to_cache, latent_cache_statistics
 from revq_core.modeling.revq import ReVQ
 from tests.data.test_latent_cache import FakeVAE, Images

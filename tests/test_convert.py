@@ -6,11 +6,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from revq_core.convert import (
-    CheckpointConversionError,
-    convert_authors_checkpoint,
-    main,
-)
+from revq_core.convert import CheckpointConversionError, convert_authors_checkpoint, main
 from revq_core.modeling.revq import ReVQ
 
 # ---- the authors' format, written down from github.com/Neur-IO/ReVQ -----------------------------------------

@@ -7,12 +7,7 @@ from PIL import Image
 
 from revq_core.autoencoders.base import decode, encode
 from revq_core.modeling.revq import ReVQ
-from revq_core.pipeline import (
-    evaluate_tokenizer,
-    format_results,
-    prepare_data,
-    reconstruct_images,
-)
+from revq_core.pipeline import evaluate_tokenizer, format_results, prepare_data, reconstruct_images
 
 
 def _write_imagenet_layout(root, images_per_class=3, size=24):

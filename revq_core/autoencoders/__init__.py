@@ -4,12 +4,7 @@
 VAEs), ``kl`` (diffusers ``AutoencoderKL``: SD, SDXL, SD3, FLUX), ``embedded`` (the VAEs shipped in
 ``data/``), ``loading`` (``load_vae`` by name, directory or hub id).
 """
-from revq_core.autoencoders.base import (
-    LatentAutoencoder,
-    as_latent_autoencoder,
-    decode,
-    encode,
-)
+from revq_core.autoencoders.base import LatentAutoencoder, as_latent_autoencoder, decode, encode
 from revq_core.autoencoders.loading import VAENotFoundError, load_vae
 
 __all__ = ["LatentAutoencoder", "VAENotFoundError", "as_latent_autoencoder", "decode", "encode", "load_vae"]

@@ -20,11 +20,7 @@ import torch
 
 from revq_core.autoencoders.base import LatentAutoencoder, as_latent_autoencoder
 from revq_core.autoencoders.dc_ae import DC_AE_HUB_IDS
-from revq_core.autoencoders.embedded import (
-    EMBEDDED_VAE_DIRS,
-    PRETRAIN_COMMAND,
-    embedded_vae_path,
-)
+from revq_core.autoencoders.embedded import EMBEDDED_VAE_DIRS, PRETRAIN_COMMAND, embedded_vae_path
 
 AUTOENCODER_CLASSES = ("AutoencoderDC", "AutoencoderKL")
 

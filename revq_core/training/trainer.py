@@ -32,11 +32,7 @@ from revq_core.modeling.reset import CodeUsage, reset_unused_codes
 from revq_core.modeling.revq import ReVQ
 from revq_core.ops import codebook_grad
 from revq_core.training import distributed
-from revq_core.training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
+from revq_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from revq_core.training.config import TrainConfig, _check_config
 from revq_core.training.run_dir import CHECKPOINT, HISTORY, MODEL, claim_run_directory
 

@@ -8,12 +8,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from revq_core import tokenize
-from revq_core.autoencoders import (
-    LatentAutoencoder,
-    as_latent_autoencoder,
-    encode,
-    load_vae,
-)
+from revq_core.autoencoders import LatentAutoencoder, as_latent_autoencoder, encode, load_vae
 from revq_core.autoencoders.kl import KLAutoencoder
 from revq_core.autoencoders.loading import VAENotFoundError
 from revq_core.data.photos import build_photo_dataset

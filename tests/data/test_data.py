@@ -7,13 +7,7 @@ import torch
 from PIL import Image
 
 from revq_core.data.images import ImageFolderDataset
-from revq_core.data.photos import (
-    PHOTO_SOURCES,
-    SPLIT_SCENES,
-    build_photo_dataset,
-    load_photo,
-    photo_sources,
-)
+from revq_core.data.photos import PHOTO_SOURCES, SPLIT_SCENES, build_photo_dataset, load_photo, photo_sources
 
 
 @pytest.fixture()

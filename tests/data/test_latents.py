@@ -5,14 +5,8 @@ from helpers import tiny_autoencoder_dc
 from PIL import Image
 
 from revq_core.autoencoders.embedded import embedded_vae_dir
-from revq_core.data.latents import (
-    embedded_latents,
-    encode_dataset,
-    encode_image_folder,
-    latent_statistics,
-    load_latents,
-    save_latents,
-)
+from revq_core.data.latents import (embedded_latents, encode_dataset, encode_image_folder, latent_statistics,
+                                    load_latents, save_latents)
 
 
 @pytest.fixture()

@@ -20,21 +20,9 @@ from torch import nn
 
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.images import ImageFolderDataset, resize_center_crop
-from revq_core.evaluation.metrics import (
-    paper_psnr,
-    paper_ssim,
-    psnr_per_image,
-    round_to_8_bits,
-    ssim_per_image,
-)
-from revq_core.evaluation.protocol import (
-    PROTOCOLS,
-    Evaluator,
-    evaluate_image_folder,
-    format_evaluation,
-    perceptual_networks,
-    sha256_of_file,
-)
+from revq_core.evaluation.metrics import paper_psnr, paper_ssim, psnr_per_image, round_to_8_bits, ssim_per_image
+from revq_core.evaluation.protocol import (PROTOCOLS, Evaluator, evaluate_image_folder, format_evaluation,
+                                           perceptual_networks, sha256_of_file)
 from revq_core.modeling.revq import ReVQ
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,20 +12,9 @@ import torch
 from torch import nn
 
 from revq_core.evaluation import metrics
-from revq_core.evaluation.metrics import (
-    PSNR_CAP_DB,
-    MissingDependencyError,
-    MissingWeightsError,
-    ReconstructionMetrics,
-    fid_metric,
-    find_weights,
-    lpips_network,
-    psnr,
-    rgb_to_y,
-    ssim,
-    to_uint8,
-    to_unit_range,
-)
+from revq_core.evaluation.metrics import (PSNR_CAP_DB, MissingDependencyError, MissingWeightsError,
+                                          ReconstructionMetrics, fid_metric, find_weights, lpips_network, psnr,
+                                          rgb_to_y, ssim, to_uint8, to_unit_range)
 
 
 def _importable(module):

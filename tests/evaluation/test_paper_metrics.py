@@ -5,15 +5,8 @@ import math
 import pytest
 import torch
 
-from revq_core.evaluation.metrics import (
-    paper_psnr,
-    paper_ssim,
-    paper_ssim_window,
-    psnr,
-    round_to_8_bits,
-    to_uint8,
-    yiq_luma_levels,
-)
+from revq_core.evaluation.metrics import (paper_psnr, paper_ssim, paper_ssim_window, psnr, round_to_8_bits, to_uint8,
+                                          yiq_luma_levels)
 
 
 def _levels(levels) -> torch.Tensor:

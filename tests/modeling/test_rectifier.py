@@ -1,11 +1,7 @@
 import pytest
 import torch
 
-from revq_core.modeling.rectifiers import (
-    ViTRectifier,
-    build_rectifier,
-    count_parameters,
-)
+from revq_core.modeling.rectifiers import ViTRectifier, build_rectifier, count_parameters
 
 
 @pytest.mark.parametrize("kind", ["vit", "cnn", "mlp", "identity"])

@@ -2,12 +2,7 @@
 import pytest
 import torch
 
-from revq_core.ops.cpu_search import (
-    best_two_codes,
-    exact_nearest_codes,
-    exact_nearest_codes_fused,
-    kernel_enabled,
-)
+from revq_core.ops.cpu_search import best_two_codes, exact_nearest_codes, exact_nearest_codes_fused, kernel_enabled
 from revq_core.ops.search import brute_force_nearest_codes as _brute_force
 from revq_core.ops.search import nearest_codes
 

@@ -4,19 +4,8 @@ import math
 import pytest
 import torch
 
-from revq_core.paper.experiments import (
-    codebook_scaling,
-    format_table,
-    growth_per_halving,
-    percent,
-    pick,
-    quantizer_only_mse,
-    run_config,
-    sig,
-    smallest_k,
-    subset,
-    sweep,
-)
+from revq_core.paper.experiments import (codebook_scaling, format_table, growth_per_halving, percent, pick,
+                                         quantizer_only_mse, run_config, sig, smallest_k, subset, sweep)
 from revq_core.training.config import preset
 
 SHAPE = (4, 2, 2)  # C, H, W: 16 numbers per latent

@@ -6,19 +6,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from revq_core.modeling.quantizer import Quantizer
 from revq_core.modeling.revq import ReVQ
-from revq_core.paper.flops import (
-    REFERENCE_GFLOPS,
-    build_on_meta,
-    costs_per_resolution,
-    count_flops,
-    count_flops_by_kind,
-    format_levels,
-    latent_step_flops,
-    module_costs,
-    part_totals,
-    search_flops,
-    shares_by_resolution,
-)
+from revq_core.paper.flops import (REFERENCE_GFLOPS, build_on_meta, costs_per_resolution, count_flops,
+                                   count_flops_by_kind, format_levels, latent_step_flops, module_costs, part_totals,
+                                   search_flops, shares_by_resolution)
 
 
 class TinyNet(nn.Module):

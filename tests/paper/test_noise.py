@@ -8,13 +8,7 @@ from revq_core.autoencoders.base import decode, encode
 from revq_core.autoencoders.embedded import build_embedded_vae
 from revq_core.evaluation.vae_quality import reconstruction_quality
 from revq_core.modeling.normalizer import LatentNormalizer
-from revq_core.paper.noise import (
-    add_latent_noise,
-    crossing_sigma,
-    knee_sigma,
-    noise_sweep,
-    steepest_drop,
-)
+from revq_core.paper.noise import add_latent_noise, crossing_sigma, knee_sigma, noise_sweep, steepest_drop
 
 
 @pytest.fixture(scope="module")

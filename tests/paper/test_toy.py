@@ -2,16 +2,8 @@
 import pytest
 import torch
 
-from revq_core.paper.toy import (
-    TOY_DISTRIBUTIONS,
-    build_toy_quantizer,
-    code_grid,
-    codes_used,
-    init_codes_far,
-    make_toy_points,
-    quantization_mse,
-    train_toy_quantizer,
-)
+from revq_core.paper.toy import (TOY_DISTRIBUTIONS, build_toy_quantizer, code_grid, codes_used, init_codes_far,
+                                 make_toy_points, quantization_mse, train_toy_quantizer)
 
 
 @pytest.mark.parametrize("name", TOY_DISTRIBUTIONS)

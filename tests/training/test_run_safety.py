@@ -13,17 +13,9 @@ from revq_core.data.latents import save_latents
 from revq_core.modeling.revq import ReVQ
 from revq_core.train import main
 from revq_core.training import trainer as train_module
-from revq_core.training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
+from revq_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from revq_core.training.config import preset
-from revq_core.training.run_dir import (
-    RunDirectoryError,
-    RunDirectoryLocked,
-    claim_run_directory,
-)
+from revq_core.training.run_dir import RunDirectoryError, RunDirectoryLocked, claim_run_directory
 from revq_core.training.trainer import TrainingDiverged, train
 
 

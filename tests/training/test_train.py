@@ -11,13 +11,7 @@ from revq_core.ops import codebook_grad
 from revq_core.paper import plots
 from revq_core.training.checkpoint import CheckpointError, load_checkpoint
 from revq_core.training.config import PRESETS, preset
-from revq_core.training.trainer import (
-    TrainingDiverged,
-    _optimizer_and_scheduler,
-    build_model,
-    optimizer_step,
-    train,
-)
+from revq_core.training.trainer import TrainingDiverged, _optimizer_and_scheduler, build_model, optimizer_step, train
 
 
 def _clustered_latents(count, seed):
