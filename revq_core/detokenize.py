@@ -14,12 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from revq_core.evaluation.metrics import to_unit_range
+from revq_core.evaluation.metrics import to_uint8, to_unit_range
 from revq_core.tokenize import TokenizerInputError, load_codes, load_tokenizer, model_digest, run_cli
 
 
@@ -30,9 +29,10 @@ def check_codes_fit(meta: dict, model, model_name: str, force: bool = False) -> 
         if meta.get(key) != value:
             raise TokenizerInputError(f"these codes were made by {made_by} ({key} = {meta.get(key)}), but {model_name} "
                                       f"has {key} = {value}: decode them with --model {made_by}.")
-    if meta.get("model_sha1") != model_digest(model) and not force:
+    digest = model_digest(model)
+    if meta.get("model_sha1") != digest and not force:
         raise TokenizerInputError(f"these codes were made by {made_by} (weights sha1 {str(meta.get('model_sha1'))[:12]}), "
-                                  f"but {model_name} has other weights ({model_digest(model)[:12]}): its ids mean other "
+                                  f"but {model_name} has other weights ({digest[:12]}): its ids mean other "
                                   f"vectors. Decode with the model that made them, or pass --force.")
 
 
@@ -49,7 +49,7 @@ def detokenize_file(codes_path, out, model: str | None = None, vae: str | None =
         for name, image in zip(names[start:start + batch_size], images):
             path = (out / name).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
-            array = (to_unit_range(image).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            array = to_uint8(to_unit_range(image)).permute(1, 2, 0).numpy()  # (H, W, 3), rounded 8-bit levels
             Image.fromarray(array).save(path)
             written.append(path)
     return written

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         model = None if args.vae_only else load_model(args.model, args.preprocessor)
         vae_name = args.vae or (model.vae_name if model is not None else None) or "embedded"
-        vae = load_vae(None if vae_name == "embedded" else vae_name, device=device)
+        vae = load_vae(vae_name, device=device)
         protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
         results = evaluate_image_folder(args.data, vae, model, include_vae=args.with_vae, protocols=protocols,
                                         image_size=args.image_size, limit=args.limit, batch_size=args.batch_size,

@@ -29,6 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from revq_core import __version__
 from revq_core.checks import first_line
 from revq_core.data.files import REPO_ROOT, atomic_write
 from revq_core.data.images import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
@@ -80,8 +81,7 @@ def read_image(path: Path, size: int) -> torch.Tensor:
         with Image.open(path) as image:
             return pil_to_tensor(image, size)
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise TokenizerInputError(f"{path} is not a readable image ({first_line(error)}); remove it or pass "
-                                  f"--skip-unreadable.") from None
+        raise TokenizerInputError(f"{path} is not a readable image ({first_line(error)})") from None
 
 
 # ---- models ------------------------------------------------------------------------------------------------
@@ -116,13 +116,6 @@ def model_digest(model) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def image_size_for(model) -> int:
-    """The image side the model's VAE turns into its latent (latent side x the VAE's factor)."""
-    from revq_core.evaluation.protocol import default_image_size
-
-    return default_image_size(model.vae, model)
 
 
 # ---- the codes file ----------------------------------------------------------------------------------------
@@ -160,7 +153,7 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
     """Tokenize images and folders into the codes file ``out``; returns its meta (plus the skipped files)."""
     images = find_images(inputs)
     revq, model_name = load_tokenizer(model, vae, device)
-    size = image_size_for(revq)
+    size = revq.vae.image_size(revq.latent_shape)  # latent side x the VAE's downsampling factor
     codes, names, skipped = [], [], []
     with tqdm(total=len(images), desc="tokenize", unit="image", disable=not progress) as bar:
         for start in range(0, len(images), batch_size):
@@ -171,10 +164,9 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
                     batch_names.append(name)
                 except TokenizerInputError as error:
                     if not skip_unreadable:
-                        raise
+                        raise TokenizerInputError(f"{error}; remove it or pass --skip-unreadable.") from None
                     skipped.append(name)
-                    print(f"warning: skipped {error}".replace("; remove it or pass --skip-unreadable.", "."),
-                          file=sys.stderr)
+                    print(f"warning: skipped {error}.", file=sys.stderr)
             if batch:
                 codes.append(revq.encode_images(torch.stack(batch).to(device)).cpu())
                 names += batch_names
@@ -184,15 +176,9 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
     meta = {"format": CODES_FORMAT_VERSION, "model": model_name, "model_sha1": model_digest(revq),
             "tokens_per_image": revq.tokens_per_image, "codes_per_group": revq.codes_per_group,
             "latent_shape": list(revq.latent_shape), "image_size": size,
-            "vae": vae or revq.vae_name or "embedded", "revq_version": _version()}
+            "vae": vae or revq.vae_name or "embedded", "revq_version": __version__}
     save_codes(out, torch.cat(codes), names, meta)
     return {**meta, "num_images": len(names), "skipped": skipped}
-
-
-def _version() -> str:
-    from revq_core import __version__
-
-    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

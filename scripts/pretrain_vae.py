@@ -43,7 +43,8 @@ from revq_core.autoencoders.base import decode, encode
 from revq_core.autoencoders.embedded import build_embedded_vae, embedded_vae_dir, embedded_vae_v2_config
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.files import atomic_write, cache_dir  # noqa: E402
-from revq_core.data.photos import CORPUS_V2_CROP_SCALES, build_photo_dataset, uint8_to_float
+from revq_core.data.latents import EMBEDDED_PHOTO_SETTINGS
+from revq_core.data.photos import build_photo_dataset, uint8_to_float
 from revq_core.evaluation.vae_quality import bicubic_baseline, format_quality, reconstruction_quality
 
 
@@ -365,9 +366,7 @@ def save_learning_curve(log_path: Path, path: Path, results) -> None:
 
 def crop_settings(args) -> dict:
     """Arguments of ``build_photo_dataset`` for the chosen version (v2: corpus v2, 128 x 128 crops)."""
-    if args.version == "v2":
-        return {"corpus": "v2", "size": 128, "scales": CORPUS_V2_CROP_SCALES}
-    return {}
+    return EMBEDDED_PHOTO_SETTINGS["embedded-v2" if args.version == "v2" else "embedded"]
 
 
 def main(argv=None) -> None:
