@@ -24,14 +24,15 @@
 # 4. **Non-activation reset keeps the codebook in use**: with reset usage stays **above 97 %**; without, it
 #    falls as K grows (**65.3 %** at the largest K, on 10 % of ImageNet).
 #
-# Ours: the embedded default (latents 32 x 8 x 8 of 64 x 64 photo crops), tiny runs on 2 CPU cores: a
+# Ours: the embedded default (latents 32 x 8 x 8 of 128 x 128 photo crops through the f16c32 VAE v2), tiny runs
+# on 2 CPU cores: a
 # seeded subset of the training latents, a few epochs, K = 64, rectifiers of width 32 (MLP: 256), depth 1.
 # Because 100 epochs become ~200 steps, the rectifier's learning rate is raised to the quantizer's
 # (ratio 1.0 instead of 0.05). Tables 1-3 use T = 64 tokens (D = 32), where a rectifier this small can
 # still beat the quantized latent within that budget.
 
 # %% tags=["parameters"]
-N_TRAIN = 2048  # training latents (a seeded subset of the 16384 embedded ones)
+N_TRAIN = 2048  # training latents (a seeded subset of the 8192 embedded ones)
 N_VAL = 512
 TOKENS = 64  # T for tables 1-3 (D = 2048 / T)
 CODES = 64  # K
@@ -143,8 +144,8 @@ plt.show()
 # %% [markdown]
 # ## Table 2: reconstruction quality beside other tokenizers
 # The paper's Table 2 (ImageNet val, 256 x 256, 50,000 images), and our column at the embedded scale:
-# the `demo` preset (512 tokens, K = 256) trained for TABLE2_EPOCHS epochs on the embedded latents,
-# evaluated on held-out 64 x 64 test crops with the **paper protocol** (red-channel PSNR, YIQ-luma SSIM,
+# the `demo` preset (512 tokens, K = 2048) trained for TABLE2_EPOCHS epochs on the embedded latents,
+# evaluated on held-out 128 x 128 test crops with the **paper protocol** (red-channel PSNR, YIQ-luma SSIM,
 # 8-bit reconstructions: the authors' evaluator). LPIPS and rFID need weights that are not available
 # offline. At ImageNet scale the same protocol fills the row for a trained model or the authors' released
 # one (`revq_core.evaluate`; command printed below).
@@ -157,8 +158,8 @@ from revq_core.pipeline import evaluate_tokenizer
 from revq_core.training.trainer import train
 from revq_core.autoencoders.loading import load_vae
 
-table2_model, _ = train(preset("demo", epochs=TABLE2_EPOCHS, seed=SEED, num_threads=THREADS), train_all, val_latents,
-                        progress=False)
+table2_config = preset("demo", epochs=TABLE2_EPOCHS, seed=SEED, num_threads=THREADS)
+table2_model, _ = train(table2_config, train_all, val_latents, progress=False)
 embedded_vae = load_vae()
 table2_results, table2_notes = evaluate_tokenizer(table2_model.attach_vae(embedded_vae), embedded_vae,
                                                   build_photo_dataset("test")[:TABLE2_IMAGES])
@@ -171,7 +172,8 @@ def cell(value, digits):
 
 rows_table2 = [[name, tokens or "-", codes or "-", cell(ssim, 3), cell(psnr, 2), cell(lpips, 3), cell(rfid, 2)]
                for name, tokens, codes, ssim, psnr, lpips, rfid in PAPER_TABLE2[:7]]
-rows_table2.append([f"ours: demo, {TABLE2_EPOCHS} epochs, 64 px embedded", 512, 256, cell(ours_row["paper_ssim"], 3),
+rows_table2.append([f"ours: demo, {TABLE2_EPOCHS} epochs, 128 px embedded", table2_config.tokens_per_image,
+                    table2_config.codes_per_group, cell(ours_row["paper_ssim"], 3),
                     cell(ours_row["paper_psnr"], 2), cell(ours_row.get("lpips"), 3), cell(ours_row.get("rfid"), 2)])
 print(format_table(rows_table2, ["tokenizer", "tokens", "K", "SSIM", "PSNR", "LPIPS", "rFID"]))
 print(f"(paper protocol; ours on {TABLE2_IMAGES} held-out crops; the VAE alone scores PSNR "
@@ -199,7 +201,7 @@ print("1. rectifier ranking (best first):", " < ".join(row["rectifier"] for row 
 encoder_penalty = with_encoder["val_mse"] / without_encoder["val_mse"] - 1  # paper: 0.620 / 0.012 - 1 = +5067%
 print(f"2. extra encoder: {with_encoder['val_mse']:.3g} vs {without_encoder['val_mse']:.3g} without "
       f"({encoder_penalty:+.1%}) | paper 0.620 vs 0.012 (+5067%) ->",
-      "reproduced (much worse)" if encoder_penalty > 0.1 else "not reproduced (within 10%)")
+      "same direction (worse by more than 5%)" if encoder_penalty > 0.05 else "not reproduced (within 5%)")
 print(f"3. rectifier cut at {TOKENS}T: {percent(vit['rect_gain'])} | paper 23.3% ->",
       "same direction" if vit["rect_gain"] > 0 else "not reproduced")
 with_reset = [row["usage"] for row in usage_rows if row["reset"]]
@@ -209,14 +211,16 @@ print(f"4. usage with reset: min {percent(min(with_reset))} over all runs | with
 
 # %% [markdown]
 # **Reading the summary honestly.** (1) The ranking ViT < CNN < MLP matches the paper, but our MSEs are
-# 0.37-0.41 (T = 64, K = 64, ~300 steps) against the paper's 0.012-0.076 (512/256 T, K = 16k-65k, 100
-# ImageNet epochs): only the ordering is comparable. (2) The extra encoder is worse only by a hair here
-# (well within 10%): the paper's collapse (0.620 vs 0.012) comes from a long co-adaptation of encoder and
-# codebook that a few epochs do not reach; **not reproduced at this scale**. (3) The rectifier cuts the MSE
-# at 64 tokens (ViT ~8 % vs the paper's 23.3 %): same direction, smaller, with a rectifier of ~44 k parameters
-# trained for ~300 steps. (4) With the paper's init (codes copied from training tokens) usage stays 100 %
-# with or without reset at our K; with N(0, 1) codes, usage without reset falls as K grows (77 % at K = 256)
-# while the reset keeps it higher (94.5 %): the paper's trend, but below its 97 % after so few epochs.
+# 0.62-0.66 (T = 64, K = 64, ~300 steps) against the paper's 0.012-0.076 (512/256 T, K = 16k-65k, 100
+# ImageNet epochs): only the ordering is comparable; the MLP does not even beat the quantized latent here.
+# (2) The extra encoder makes the rectified MSE worse by ~11 %: the paper's direction, but nowhere near its
+# collapse (0.620 vs 0.012, +5067 %), which comes from a long co-adaptation of encoder and codebook that a few
+# epochs do not reach. (On the first embedded VAE's easier latents the penalty was within 1 %: this number
+# depends on the latents.) (3) The rectifier cuts the MSE at 64 tokens (ViT ~5 % vs the paper's 23.3 %):
+# same direction, smaller, with a rectifier of ~44 k parameters trained for ~300 steps. (4) With the paper's
+# init (codes copied from training tokens) usage stays at 100 % (99.8 % at K = 256 without reset); with
+# N(0, 1) codes, usage without reset falls as K grows (79 % at K = 256) while the reset keeps it higher
+# (96 %): the paper's trend, just below its 97 % after so few epochs.
 
 # %% [markdown]
 # ## Checks (what `pytest --nbval` compares)
@@ -233,19 +237,19 @@ verdict = Verdict("06_tables", compare_committed=(N_TRAIN, N_VAL, TOKENS, CODES,
                   == (2048, 512, 64, 64, 5, 32, {"vit": 32, "cnn": 32, "mlp": 256}, 1, "cnn", 64, [16, 64, 256], 4, 2, 128, 42))
 usage = {(row["init"], row["reset"], row["codes"]): row["usage"] for row in usage_rows}
 verdict.claim("1. rectifier ranking ViT < CNN < MLP (rectified MSE)", vit["val_mse"] < cnn["val_mse"] < mlp["val_mse"])
-verdict.claim("2. not reproduced here: the extra encoder is within 10% of ReVQ without it", abs(encoder_penalty) < 0.1)
+verdict.claim("2. the extra encoder makes the rectified MSE worse, by more than 5%", encoder_penalty > 0.05)
 verdict.claim("3. the ViT rectifier cuts the latent MSE at 64 tokens", vit["rect_gain"] > 0)
 verdict.claim("4. with N(0, 1) codes and no reset, usage falls as K grows",
               all(usage[("random", False, a)] > usage[("random", False, b)] for a, b in zip(RESET_CODES, RESET_CODES[1:])))
 verdict.claim("4. the reset keeps usage at least as high as no reset at every K and init",
               all(usage[(init, True, k)] >= usage[(init, False, k)] for init in RESET_INITS for k in RESET_CODES))
-verdict.near("quantizer-only MSE (64T)", vit["val_quant_mse"], committed=0.3989, relative=0.005)
-for row, committed in ((vit, 0.3668), (cnn, 0.3766), (mlp, 0.4069)):
+verdict.near("quantizer-only MSE (64T)", vit["val_quant_mse"], committed=0.65946, relative=0.005)
+for row, committed in ((vit, 0.62481), (cnn, 0.63834), (mlp, 0.66023)):
     verdict.near(f"{row['rectifier']} rectified MSE (64T)", row["val_mse"], committed=committed, relative=0.01)
-verdict.near("extra encoder penalty (with / without - 1)", encoder_penalty, committed=0.0041, tolerance=0.015)
-verdict.near("ViT rectifier cut at 64T", vit["rect_gain"], committed=0.0806, tolerance=0.01)
-verdict.near("usage without reset, N(0, 1) init, K = 256", usage[("random", False, 256)], committed=0.7737, tolerance=0.02)
-verdict.near("usage with reset, N(0, 1) init, K = 256", usage[("random", True, 256)], committed=0.9450, tolerance=0.02)
-verdict.near("Table 2, ours: PSNR (paper protocol), dB", ours_row["paper_psnr"], committed=24.959, tolerance=0.1)
-verdict.near("Table 2, ours: SSIM (paper protocol)", ours_row["paper_ssim"], committed=0.8430, tolerance=0.003)
+verdict.near("extra encoder penalty (with / without - 1)", encoder_penalty, committed=0.1151, tolerance=0.015)
+verdict.near("ViT rectifier cut at 64T", vit["rect_gain"], committed=0.0525, tolerance=0.01)
+verdict.near("usage without reset, N(0, 1) init, K = 256", usage[("random", False, 256)], committed=0.7853, tolerance=0.02)
+verdict.near("usage with reset, N(0, 1) init, K = 256", usage[("random", True, 256)], committed=0.9583, tolerance=0.02)
+verdict.near("Table 2, ours: PSNR (paper protocol), dB", ours_row["paper_psnr"], committed=26.252, tolerance=0.1)
+verdict.near("Table 2, ours: SSIM (paper protocol)", ours_row["paper_ssim"], committed=0.7857, tolerance=0.003)
 verdict.report()

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preprocessor", help="the authors' preprocessor.pth (path or URL) for their models; default: "
                                                "the one in their repository")
     parser.add_argument("--vae", help="VAE directory or hub id; default: the one the model records, else the "
-                                      "embedded VAE ('embedded')")
+                                      "embedded VAE v2 ('embedded-v2'; 'embedded' is the first one)")
     parser.add_argument("--data", required=True, help="image folder, e.g. <imagenet>/val (val/<class>/<image>)")
     parser.add_argument("--protocol", choices=["paper", "standard", "both"], default="both")
     parser.add_argument("--limit", type=int, help="only the first N images of the sorted folder")
@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.model is None and not args.vae_only:
         parser.error("pass --model <directory or hub id>, or --vae-only to score the VAE alone.")
+    from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
     from revq_core.autoencoders.loading import load_vae
 
     device = distributed.init_from_env(args.device)
     try:
         model = None if args.vae_only else load_model(args.model, args.preprocessor)
-        vae_name = args.vae or (model.vae_name if model is not None else None) or "embedded"
+        vae_name = args.vae or (model.vae_name if model is not None else None) or DEFAULT_EMBEDDED_VAE
         vae = load_vae(vae_name, device=device)
         protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
         results = evaluate_image_folder(args.data, vae, model, include_vae=args.with_vae, protocols=protocols,

@@ -160,5 +160,5 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 
 
 def load_vae_for(vae_name: str | None, device: str = "cpu"):
-    """``load_vae`` with the notebook's convention: None or "embedded" is the embedded VAE (as load_vae reads them)."""
+    """``load_vae`` with the notebook's convention: None is the default embedded VAE (v2, as load_vae reads it)."""
     return load_vae(vae_name, device=device)

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from revq_core import __version__
+from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
 from revq_core.checks import first_line
 from revq_core.data.files import REPO_ROOT, atomic_write
 from revq_core.data.images import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
@@ -105,7 +106,7 @@ def load_tokenizer(model: str | os.PathLike | None = None, vae: str | os.PathLik
                                       f"with `git checkout -- data/embedded_tokenizer`, or pass --model DIR.")
         model = EMBEDDED_TOKENIZER_DIR
     revq = load_model(str(model)).to(device).eval()
-    revq.attach_vae(load_vae(vae or revq.vae_name or "embedded", device=device))
+    revq.attach_vae(load_vae(vae or revq.vae_name or DEFAULT_EMBEDDED_VAE, device=device))
     return revq, model_name
 
 
@@ -176,7 +177,7 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
     meta = {"format": CODES_FORMAT_VERSION, "model": model_name, "model_sha1": model_digest(revq),
             "tokens_per_image": revq.tokens_per_image, "codes_per_group": revq.codes_per_group,
             "latent_shape": list(revq.latent_shape), "image_size": size,
-            "vae": vae or revq.vae_name or "embedded", "revq_version": __version__}
+            "vae": vae or revq.vae_name or DEFAULT_EMBEDDED_VAE, "revq_version": __version__}
     save_codes(out, torch.cat(codes), names, meta)
     return {**meta, "num_images": len(names), "skipped": skipped}
 

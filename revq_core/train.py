@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fast:
         overrides = {**speed_settings(device), **overrides}
     config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
+    from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
     from revq_core.data.latents import (
         embedded_latents,
         latent_cache_statistics,
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             vae = None
         else:
             train_latents, val_latents = embedded_latents(["train", "val"])
-            vae = "embedded"
+            vae = DEFAULT_EMBEDDED_VAE
         model, history = train(config, train_latents, val_latents, output_dir=args.output,
                                resume=args.resume, overwrite=args.overwrite, vae=vae,
                                normalizer_statistics=statistics)

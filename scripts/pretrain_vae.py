@@ -1,8 +1,10 @@
-"""Train the embedded VAE (a small f8c32 AutoencoderDC) on the embedded photo crops, on CPU.
+"""Train an embedded VAE (a small AutoencoderDC) on the embedded photo crops, on CPU.
 
-    python scripts/pretrain_vae.py --minutes 120           # the run that made data/embedded_vae
-    python scripts/pretrain_vae.py --minutes 30 --resume   # continue after an interruption
-    python scripts/pretrain_vae.py --evaluate              # PSNR/SSIM of data/embedded_vae vs bicubic + figure
+    python scripts/pretrain_vae.py --minutes 90               # the default VAE v2 (data/embedded_vae_v2; see
+                                                               # data/README.md for the exact run that made it)
+    python scripts/pretrain_vae.py --minutes 30 --resume       # continue after an interruption
+    python scripts/pretrain_vae.py --evaluate                  # PSNR/SSIM vs same-budget bicubic + figures
+    python scripts/pretrain_vae.py --version v1 --minutes 120  # the first one, f8c32 at 64 px (data/embedded_vae)
 
 Loss: L1 + MSE on pixels in [-1, 1]. AdamW, linear warm-up then cosine decay to 5%, over ``--steps``
 steps or, by default, over the ``--minutes`` budget (the learning rate follows the fraction of the time
@@ -10,11 +12,11 @@ spent, so the run always ends annealed, however busy the shared CPU is; the log 
 what gets evaluated and shipped.
 
 Outputs:
-- ``.cache/pretrain_vae/checkpoint.pt`` (model, EMA, optimizer, scheduler, step, RNG states), written
-  atomically every ``--checkpoint-minutes``; ``--resume`` continues from it.
-- ``data/embedded_vae/`` (config.json + fp16 safetensors): the best EMA model so far by validation
-  PSNR, rewritten every ``--export-minutes`` and at the end, so a usable model exists whenever the
-  run stops; ``data/embedded_vae/training_log.csv``: step, time, lr, train loss, validation PSNR.
+- ``.cache/pretrain_vae_v2/checkpoint.pt`` (v1: ``.cache/pretrain_vae/``; model, EMA, optimizer, scheduler,
+  step, RNG states), written atomically every ``--checkpoint-minutes``; ``--resume`` continues from it.
+- ``data/embedded_vae_v2/`` (v1: ``data/embedded_vae/``; config.json + fp16 safetensors): the best EMA model
+  so far by validation PSNR, rewritten every ``--export-minutes`` and at the end, so a usable model exists
+  whenever the run stops; ``training_log.csv`` beside it: step, time, lr, train loss, validation PSNR.
 """
 from __future__ import annotations
 
@@ -40,10 +42,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from revq_core.autoencoders.base import decode, encode
-from revq_core.autoencoders.embedded import build_embedded_vae, embedded_vae_dir, embedded_vae_v2_config
+from revq_core.autoencoders.embedded import (EMBEDDED_VAE_CORPUS, build_embedded_vae, embedded_vae_path,
+                                             embedded_vae_v2_config)
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.files import atomic_write, cache_dir  # noqa: E402
-from revq_core.data.latents import EMBEDDED_PHOTO_SETTINGS
 from revq_core.data.photos import build_photo_dataset, uint8_to_float
 from revq_core.evaluation.vae_quality import bicubic_baseline, format_quality, reconstruction_quality
 
@@ -67,10 +69,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: <cache>/pretrain_vae")
-    parser.add_argument("--out", type=Path, default=None, help="default: data/embedded_vae")
+    parser.add_argument("--out", type=Path, default=None, help="default: data/embedded_vae_v2 (v1: data/embedded_vae)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--evaluate", action="store_true", help="only evaluate the saved model and draw the figure")
-    parser.add_argument("--version", choices=("v1", "v2"), default="v1",
+    parser.add_argument("--version", choices=("v1", "v2"), default="v2",
                         help="v1: f8c32 on 64 x 64 crops of the 12 pip-package photos (data/embedded_vae); "
                              "v2: f16c32 on 128 x 128 crops of the 97 photos of data/photos (data/embedded_vae_v2)")
     parser.add_argument("--patch-size", type=int, default=None,
@@ -150,7 +152,7 @@ def export_model(model, out_dir: Path) -> None:
 
 def train(args) -> None:
     run_dir = args.run_dir or cache_dir() / "pretrain_vae"
-    out_dir = args.out or embedded_vae_dir()
+    out_dir = args.out
     checkpoint_path = run_dir / "checkpoint.pt"
     log_path = out_dir / "training_log.csv"
     seed_everything(args.seed)
@@ -277,7 +279,7 @@ def evaluate(args) -> None:
     """
     from revq_core.evaluation.metrics import paper_psnr, paper_ssim, to_unit_range
 
-    out_dir = args.out or embedded_vae_dir()
+    out_dir = args.out
     vae = load_vae(out_dir)
     images = build_photo_dataset("test", **crop_settings(args))
     latents = encode(vae, images, 128)
@@ -364,15 +366,20 @@ def save_learning_curve(log_path: Path, path: Path, results) -> None:
     print(f"figure saved to {path}")
 
 
+def vae_name(args) -> str:
+    """The ``load_vae`` name of the embedded VAE this run builds."""
+    return "embedded-v2" if args.version == "v2" else "embedded"
+
+
 def crop_settings(args) -> dict:
-    """Arguments of ``build_photo_dataset`` for the chosen version (v2: corpus v2, 128 x 128 crops)."""
-    return EMBEDDED_PHOTO_SETTINGS["embedded-v2" if args.version == "v2" else "embedded"]
+    """Arguments of ``build_photo_dataset`` for the chosen version (v2: corpus v2, 128 x 128 crops; v1: 64 x 64)."""
+    return {"corpus": EMBEDDED_VAE_CORPUS[vae_name(args)]}
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.out = args.out or embedded_vae_path(vae_name(args))
     if args.version == "v2":
-        args.out = args.out or REPO / "data" / "embedded_vae_v2"
         args.run_dir = args.run_dir or cache_dir() / "pretrain_vae_v2"
         args.patch_size = 64 if args.patch_size is None else args.patch_size
     torch.set_flush_denormal(True)

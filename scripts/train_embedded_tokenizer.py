@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from revq_core.autoencoders import load_vae  # noqa: E402
 from revq_core.data.files import cache_dir  # noqa: E402
-from revq_core.data.latents import EMBEDDED_PHOTO_SETTINGS, embedded_latents  # noqa: E402
+from revq_core.data.latents import embedded_latents  # noqa: E402
 from revq_core.data.photos import build_photo_dataset  # noqa: E402
 from revq_core.modeling.revq import ReVQ  # noqa: E402
 from revq_core.pipeline import evaluate_tokenizer, reconstruct_images  # noqa: E402
@@ -94,7 +94,7 @@ def evaluate(args) -> dict:
     torch.set_num_threads(args.threads)
     vae = load_vae(VAE)
     tokenizer = ReVQ.from_pretrained(args.out)
-    images = build_photo_dataset("test", **EMBEDDED_PHOTO_SETTINGS[VAE])[:args.test_images]
+    images = build_photo_dataset("test", corpus="v2")[:args.test_images]
     results, notes = evaluate_tokenizer(tokenizer, vae, images)
     train_latents = embedded_latents("train", args.train_crops, vae=VAE)
     val_latents = embedded_latents("val", vae=VAE)

@@ -10,7 +10,6 @@ from PIL import Image
 from helpers import REPO_ROOT
 from revq_core import detokenize, tokenize
 from revq_core.autoencoders import load_vae
-from revq_core.data.latents import EMBEDDED_PHOTO_SETTINGS
 from revq_core.data.photos import PHOTO_CORPUS_DIR, build_photo_dataset
 from revq_core.modeling.revq import ReVQ
 from revq_core.pipeline import evaluate_tokenizer
@@ -27,7 +26,7 @@ def test_shipped_tokenizer_loads_in_one_line_and_keeps_its_quality():
     quality = json.loads((TOKENIZER / "quality.json").read_text())
     assert quality["weights_sha1"] == hashlib.sha1((TOKENIZER / "model.safetensors").read_bytes()).hexdigest(), (
         "quality.json was measured on other weights: rerun `python scripts/train_embedded_tokenizer.py --evaluate`")
-    images = build_photo_dataset("test", **EMBEDDED_PHOTO_SETTINGS["embedded-v2"])[:64]
+    images = build_photo_dataset("test", corpus="v2")[:64]
     results, _ = evaluate_tokenizer(model, load_vae("embedded-v2"), images)
     documented = quality["test_first_64"]
     for key in ("paper_psnr", "psnr_y", "psnr_rgb"):

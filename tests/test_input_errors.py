@@ -15,7 +15,7 @@ from PIL import Image
 
 from revq_core import convert, pipeline
 from revq_core.autoencoders.base import downsampling_factor, encode
-from revq_core.autoencoders.embedded import embedded_vae_dir
+from revq_core.autoencoders.embedded import embedded_vae_path
 from revq_core.data import latents as latent_cache
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.latents import load_latents, save_latents
@@ -138,17 +138,18 @@ def test_from_pretrained_on_an_absolute_missing_path_or_a_file(tmp_path):
 
 # ---- 6. no VAE attached: the message gives a call that works --------------------------------------------
 
-@pytest.mark.skipif(not (embedded_vae_dir() / "config.json").is_file(), reason="data/embedded_vae is absent")
-@pytest.mark.parametrize("vae_name", [None, "embedded"])
-def test_missing_vae_message_gives_a_working_call(vae_name):
+@pytest.mark.skipif(not (embedded_vae_path() / "config.json").is_file(), reason="data/embedded_vae_v2 is absent")
+@pytest.mark.parametrize("vae_name, call, factor", [(None, "load_vae()", 16), ("embedded-v2", "load_vae()", 16),
+                                                     ("embedded", "load_vae('embedded')", 8)])
+def test_missing_vae_message_gives_a_working_call(vae_name, call, factor):
     model = small_model(vae=vae_name)
     with pytest.raises(RuntimeError, match="No VAE attached") as error:
         model.decode_codes(torch.zeros(1, 128, dtype=torch.long))
     suggested = str(error.value).rsplit(": ", 1)[1]
-    assert "load_vae()" in suggested
-    exec(suggested, {"model": model})  # pasted as is, it attaches the embedded VAE
-    assert model.vae is not None and downsampling_factor(model.vae) == 8
-    assert model.decode_codes(torch.zeros(1, 128, dtype=torch.long)).shape == (1, 3, 64, 64)
+    assert call in suggested
+    exec(suggested, {"model": model})  # pasted as is, it attaches the VAE the model records
+    assert model.vae is not None and downsampling_factor(model.vae) == factor
+    assert model.decode_codes(torch.zeros(1, 128, dtype=torch.long)).shape == (1, 3, 8 * factor, 8 * factor)
 
 
 def test_missing_vae_message_names_the_recorded_vae():

@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    """A small ReVQ on the embedded VAE's (32, 8, 8) latent, saved with save_pretrained."""
+    """A small ReVQ on the default embedded VAE's (32, 8, 8) latent (128 x 128 images), saved with save_pretrained."""
     torch.manual_seed(0)
     model = ReVQ(latent_shape=(32, 8, 8), tokens_per_image=512, codes_per_group=16, rectifier="identity",
-                 vae="embedded")
+                 vae="embedded-v2")
     with torch.no_grad():
         model.quantizer.codebook.normal_()
     path = tmp_path_factory.mktemp("model") / "tiny"
@@ -53,13 +53,13 @@ def test_round_trip_matches_the_model(tiny_model_dir, image_folder, tmp_path):
         assert file["codes"].dtype == np.uint16 and file["codes"].shape == (3, 512)
     codes, names, meta = tokenize.load_codes(codes_path)
     assert names == ["gray.png", "sub/tall.jpg", "wide.png"]  # recursive, sorted, the text file ignored
-    assert meta["tokens_per_image"] == 512 and meta["codes_per_group"] == 16 and meta["image_size"] == 64
+    assert meta["tokens_per_image"] == 512 and meta["codes_per_group"] == 16 and meta["image_size"] == 128
 
     model = ReVQ.from_pretrained(tiny_model_dir).attach_vae(load_vae())
     expected = []
     for name in names:
         with Image.open(image_folder / name) as image:
-            expected.append(pil_to_tensor(image, 64))
+            expected.append(pil_to_tensor(image, 128))
     assert torch.equal(codes, model.encode_images(torch.stack(expected)))
 
     out = tmp_path / "decoded"
@@ -67,7 +67,7 @@ def test_round_trip_matches_the_model(tiny_model_dir, image_folder, tmp_path):
     decoded = model.decode_codes(codes)
     for name, image in zip(names, decoded):
         written = np.asarray(Image.open((out / name).with_suffix(".png")))
-        assert written.shape == (64, 64, 3)
+        assert written.shape == (128, 128, 3)
         reference = ((image.permute(1, 2, 0) + 1) / 2 * 255).round().numpy()
         assert np.abs(written.astype(float) - reference).max() <= 1
 

@@ -1,12 +1,14 @@
 """The embedded VAEs: small DC-AE models trained on the embedded photos, shipped in ``data/``.
 
-- ``embedded`` (``data/embedded_vae``): f8c32, 64 x 64 x 3 -> 32 x 8 x 8 (6x), on the 12 photos bundled in
-  pip packages. ResBlock stages, then EfficientViT blocks, pixel_unshuffle down and pixel_shuffle up, no
-  blocks at full resolution (as DC-AE in-1.0).
-- ``embedded-v2`` (``data/embedded_vae_v2``): f16c32, 128 x 128 x 3 -> 32 x 8 x 8 (24x), on the 97 photos of
-  ``data/photos``: closer to DC-AE's 96x, in the paper's latent shape so every quantizer carries over.
+- ``embedded-v2`` (``data/embedded_vae_v2``), **the default** (``load_vae()``, every notebook and default
+  run): f16c32, 128 x 128 x 3 -> 32 x 8 x 8 (24x), on the 97 photos of ``data/photos``: closer to DC-AE's
+  96x, in the paper's latent shape so every quantizer carries over.
+- ``embedded`` (``data/embedded_vae``), the first one (v1), kept so that runs made with it still decode:
+  f8c32, 64 x 64 x 3 -> 32 x 8 x 8 (6x), on the 12 photos bundled in pip packages. Its name stays
+  "embedded" because tokenizers saved with it record that name.
 
-Both are rebuilt on CPU by ``scripts/pretrain_vae.py`` (``--version v1`` / ``v2``).
+Both are ResBlock stages then EfficientViT blocks, pixel_unshuffle down and pixel_shuffle up, no blocks at
+full resolution (as DC-AE in-1.0); both are rebuilt on CPU by ``scripts/pretrain_vae.py`` (``--version v2`` / ``v1``).
 """
 from __future__ import annotations
 
@@ -15,10 +17,19 @@ from pathlib import Path
 
 from revq_core.data.files import REPO_ROOT
 
-EMBEDDED_VAE_DIRNAME = Path("data") / "embedded_vae"
 # Names load_vae accepts for the VAEs shipped in this repository (a tokenizer records one in its config).
-EMBEDDED_VAE_DIRS = {"embedded": EMBEDDED_VAE_DIRNAME, "embedded-v2": Path("data") / "embedded_vae_v2"}
-PRETRAIN_COMMAND = "python scripts/pretrain_vae.py --minutes 120"
+EMBEDDED_VAE_DIRS = {"embedded-v2": Path("data") / "embedded_vae_v2", "embedded": Path("data") / "embedded_vae"}
+# The one load_vae() returns and every default run (notebooks, train, tokenize) encodes with.
+DEFAULT_EMBEDDED_VAE = "embedded-v2"
+# The photo crops each embedded VAE is trained on and encodes (``build_photo_dataset(corpus=...)``).
+EMBEDDED_VAE_CORPUS = {"embedded-v2": "v2", "embedded": "v1"}
+PRETRAIN_COMMANDS = {"embedded-v2": "python scripts/pretrain_vae.py --minutes 90",
+                     "embedded": "python scripts/pretrain_vae.py --version v1 --minutes 120"}
+
+
+def is_embedded_vae(name) -> bool:
+    """True for None (the default) and the names of the embedded VAEs."""
+    return name is None or (isinstance(name, str) and name in EMBEDDED_VAE_DIRS)
 
 
 def embedded_vae_config() -> dict:
@@ -85,13 +96,14 @@ def build_embedded_vae(config: dict | None = None):
     return AutoencoderDC(**(config or embedded_vae_config()))
 
 
-def embedded_vae_dir() -> Path:
-    """Where the embedded VAE weights live: ``$REVQ_EMBEDDED_VAE`` if set, else ``data/embedded_vae`` in the repo."""
-    if os.environ.get("REVQ_EMBEDDED_VAE"):
+def embedded_vae_path(name: str | None = None) -> Path:
+    """The directory of an embedded VAE by name (None: the default, ``DEFAULT_EMBEDDED_VAE``).
+
+    ``$REVQ_EMBEDDED_VAE``, when set, replaces the default's directory (e.g. to try a retrained VAE).
+    """
+    name = name or DEFAULT_EMBEDDED_VAE
+    if name not in EMBEDDED_VAE_DIRS:
+        raise ValueError(f"{name!r} is not an embedded VAE; the embedded VAEs are {sorted(EMBEDDED_VAE_DIRS)}.")
+    if name == DEFAULT_EMBEDDED_VAE and os.environ.get("REVQ_EMBEDDED_VAE"):
         return Path(os.environ["REVQ_EMBEDDED_VAE"])
-    return REPO_ROOT / EMBEDDED_VAE_DIRNAME
-
-
-def embedded_vae_path(name: str) -> Path:
-    """The directory of an embedded VAE by name ("embedded" honours ``$REVQ_EMBEDDED_VAE``)."""
-    return embedded_vae_dir() if name == "embedded" else REPO_ROOT / EMBEDDED_VAE_DIRS[name]
+    return REPO_ROOT / EMBEDDED_VAE_DIRS[name]

@@ -1,7 +1,7 @@
 """``load_vae``: a frozen VAE by name, directory or hub id, as a ``LatentAutoencoder``.
 
-    load_vae()                                                  # the embedded VAE (data/embedded_vae), offline
-    load_vae("embedded-v2")                                     # the f16c32 one (data/embedded_vae_v2)
+    load_vae()                                                  # the embedded VAE v2 (data/embedded_vae_v2), offline
+    load_vae("embedded")                                        # the first embedded VAE, v1 (data/embedded_vae)
     load_vae("mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers")     # the paper's DC-AE, from the Hugging Face cache
     load_vae("/path/to/dir")                                    # a save_pretrained / hf download directory
     load_vae("stabilityai/sdxl-vae")                            # any diffusers AutoencoderKL (beyond the paper)
@@ -20,7 +20,8 @@ import torch
 
 from revq_core.autoencoders.base import LatentAutoencoder, as_latent_autoencoder
 from revq_core.autoencoders.dc_ae import DC_AE_HUB_IDS
-from revq_core.autoencoders.embedded import EMBEDDED_VAE_DIRS, PRETRAIN_COMMAND, embedded_vae_path
+from revq_core.autoencoders.embedded import (DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_DIRS, PRETRAIN_COMMANDS,
+                                             embedded_vae_path, is_embedded_vae)
 
 AUTOENCODER_CLASSES = ("AutoencoderDC", "AutoencoderKL")
 
@@ -40,8 +41,8 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
     """A frozen VAE (eval mode, no gradients) as a ``LatentAutoencoder``.
 
     Args:
-        name_or_path: None or "embedded" for the embedded VAE (``data/embedded_vae``), "embedded-v2" for the
-            f16c32 one in ``data/embedded_vae_v2``; a local directory made by ``save_pretrained`` or
+        name_or_path: None or "embedded-v2" for the embedded VAE v2 (``data/embedded_vae_v2``, f16c32,
+            128 x 128 images), "embedded" for the first one (``data/embedded_vae``, f8c32, 64 x 64); a local directory made by ``save_pretrained`` or
             ``hf download <id> --local-dir <dir>`` (or a pipeline directory with a ``vae/`` subfolder); or a
             hub id such as ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``, read from the Hugging Face cache
             (HF_HOME) and downloaded when online. ``AutoencoderDC`` and ``AutoencoderKL`` are supported.
@@ -51,15 +52,13 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
         VAENotFoundError (a FileNotFoundError): the weights are not on this machine; the message says
             what was tried and how to provide them.
     """
-    if name_or_path is None or (isinstance(name_or_path, str) and name_or_path in EMBEDDED_VAE_DIRS):
-        name = name_or_path or "embedded"
+    if is_embedded_vae(name_or_path):
+        name = name_or_path or DEFAULT_EMBEDDED_VAE
         path = embedded_vae_path(name)
         if not _is_model_dir(path):
-            how = (f"Build them with `{PRETRAIN_COMMAND}` (2 CPU cores, 2 hours), or pass load_vae(<directory or hub id>)."
-                   if name == "embedded" else f"Restore them with `git checkout -- {EMBEDDED_VAE_DIRS[name]}` or build "
-                   f"them with `python scripts/pretrain_vae.py --version v2`.")
-            raise VAENotFoundError(f"The {name} VAE weights are missing from {path} (no config.json + "
-                                   f"*.safetensors). {how}")
+            raise VAENotFoundError(f"The {name} VAE weights are missing from {path} (no config.json + *.safetensors). "
+                                   f"Restore them with `git checkout -- {EMBEDDED_VAE_DIRS[name]}`, build them with "
+                                   f"`{PRETRAIN_COMMANDS[name]}` (2 CPU cores), or pass load_vae(<directory or hub id>).")
         model = _from_directory(path, dtype)
     elif Path(name_or_path).expanduser().is_dir():
         model = _from_directory(Path(name_or_path).expanduser(), dtype)

@@ -1,11 +1,15 @@
-"""Image data: the embedded offline photo set and an ImageNet-layout folder loader.
+"""Image data: the embedded offline photo corpora, cut into seeded random crops.
 
-The embedded photo set is made of the colour photographs that ship inside pip packages
-(scikit-image, matplotlib, scikit-learn), so every notebook and test runs offline on real photos.
-It is split by *source photo*: the validation and test photos are never cropped for training.
-A seeded builder cuts many random square crops at several scales from each photo, resizes them
-to ``size x size`` (64 by default: the embedded VAE turns 64 x 64 x 3 into a 32 x 8 x 8 latent)
-and flips half of them. Crops are cached as uint8 ``.npy`` under ``.cache/`` (or ``$REVQ_CACHE``).
+Two corpora, both split by *source photo* (the validation and test photos are never cropped for training):
+
+- ``v2`` (the default): 97 real photographs committed under ``data/photos/<split>/`` (source, author and
+  licence of each in ``data/photos/manifest.csv``), cut into 128 x 128 crops: the embedded VAE v2 turns
+  128 x 128 x 3 into a 32 x 8 x 8 latent.
+- ``v1``: the 12 colour photographs that ship inside pip packages (scikit-image, matplotlib,
+  scikit-learn), cut into 64 x 64 crops for the first embedded VAE (kept to reproduce earlier runs).
+
+A seeded builder cuts random square crops at several scales from each photo, resizes them to
+``size x size`` and flips half of them. Crops are cached as uint8 ``.npy`` under ``.cache/`` (or ``$REVQ_CACHE``).
 
     python -m revq_core.data.photos build            # build and cache train/val/test, print a summary
 
@@ -72,9 +76,7 @@ SPLIT_SCENES: dict[str, tuple[str, ...]] = {
     "test": ("coffee", "grace_hopper"),
 }
 
-# Default number of crops per split.
-DEFAULT_NUM_CROPS: dict[str, int] = {"train": 16384, "val": 1024, "test": 1024}
-# Crop sides in pixels of the source photo (capped at the photo's short side); each crop is resized to `size`.
+# Crop sides in pixels of the source photo (capped at the photo's short side) of the corpus v1's 64 x 64 crops.
 DEFAULT_CROP_SCALES: tuple[int, ...] = (64, 96, 128, 192, 256)
 
 
@@ -118,7 +120,27 @@ def load_photo(source: PhotoSource) -> np.ndarray:
 PHOTO_CORPUS_DIR = REPO_ROOT / "data" / "photos"
 # Crop sides (source pixels, capped at the short side, <= 512 in the corpus) for 128 x 128 crops.
 CORPUS_V2_CROP_SCALES: tuple[int, ...] = (128, 192, 256, 384, 512)
-CORPUS_NAMES = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class CorpusCrops:
+    """How a corpus is cut by default: crop side, crop scales (source pixels), crops per split."""
+
+    size: int
+    scales: tuple[int, ...]
+    num_crops: dict[str, int]
+
+
+# v2's 8192 training crops (not 16384 as v1's) keep the main job within its CPU budget: a 128 x 128 crop
+# costs ~11 ms to encode with the VAE v2 on 2 cores, 4x a v1 crop (data/README.md).
+CORPUS_CROPS: dict[str, CorpusCrops] = {
+    "v1": CorpusCrops(64, DEFAULT_CROP_SCALES, {"train": 16384, "val": 1024, "test": 1024}),
+    "v2": CorpusCrops(128, CORPUS_V2_CROP_SCALES, {"train": 8192, "val": 1024, "test": 1024}),
+}
+CORPUS_NAMES = tuple(CORPUS_CROPS)
+DEFAULT_CORPUS = "v2"
+# Default number of crops per split of the default corpus.
+DEFAULT_NUM_CROPS: dict[str, int] = CORPUS_CROPS[DEFAULT_CORPUS].num_crops
 
 
 def corpus_photo_paths(split: str) -> list[Path]:
@@ -175,33 +197,39 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor.float().div_(127.5).sub_(1.0)
 
 
-def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int = 64,
-                        scales: tuple[int, ...] = DEFAULT_CROP_SCALES, flip: bool = True, as_uint8: bool = False,
-                        use_cache: bool = True, progress: bool = False, corpus: str = "v1") -> torch.Tensor:
+def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int | None = None,
+                        scales: tuple[int, ...] | None = None, flip: bool = True, as_uint8: bool = False,
+                        use_cache: bool = True, progress: bool = False, corpus: str = DEFAULT_CORPUS) -> torch.Tensor:
     """Random crops of the embedded photos of one split, deterministic for a given seed.
 
     Args:
-        split: "train", "val" or "test"; the split's photos are listed in ``SPLIT_SCENES`` (corpus v1) or
-            are the files of ``data/photos/<split>/`` (corpus v2).
-        num_crops: number of crops N (default ``DEFAULT_NUM_CROPS[split]``), spread evenly over the split's photos.
+        split: "train", "val" or "test"; the split's photos are the files of ``data/photos/<split>/`` (corpus
+            v2) or are listed in ``SPLIT_SCENES`` (corpus v1).
+        num_crops: number of crops N (default: the corpus's, ``CORPUS_CROPS``: v2 8192 / 1024 / 1024 for
+            train / val / test, v1 16384 / 1024 / 1024), spread evenly over the split's photos.
         seed: the same seed and arguments give the same crops, bit for bit.
-        size: side of the returned crops in pixels.
-        scales: crop sides in source pixels, one drawn per crop.
+        size: side of the returned crops in pixels (default: the corpus's, v2 128, v1 64).
+        scales: crop sides in source pixels, one drawn per crop (default: the corpus's).
         flip: horizontal flips as augmentation.
         as_uint8: return the uint8 crops (4x less memory) instead of float in [-1, 1].
         use_cache: read/write the crops as ``.npy`` under ``cache_dir()``.
-        corpus: "v1" (12 photos bundled in pip packages) or "v2" (the 97 photos of ``data/photos/``).
+        corpus: "v2" (the 97 photos of ``data/photos/``, the default) or "v1" (12 photos bundled in pip packages).
 
     Returns:
         Tensor (N, 3, size, size): float32 in [-1, 1], or uint8 if ``as_uint8``.
     """
-    num_crops = DEFAULT_NUM_CROPS[split] if num_crops is None else int(num_crops)
+    if corpus not in CORPUS_NAMES:
+        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
+    if split not in SPLIT_SCENES:
+        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
+    defaults = CORPUS_CROPS[corpus]
+    num_crops = defaults.num_crops[split] if num_crops is None else int(num_crops)
+    size = defaults.size if size is None else size
+    scales = defaults.scales if scales is None else scales
     if num_crops <= 0:
         raise ValueError(f"num_crops must be positive, got {num_crops}.")
     if size <= 0 or not scales or min(scales) <= 0:
         raise ValueError(f"size and every crop scale must be positive, got size={size}, scales={scales}.")
-    if corpus not in CORPUS_NAMES:
-        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
     if corpus == "v1":
         sources = photo_sources(split)
         names, loaders = [source.name for source in sources], [lambda source=source: load_photo(source) for source in sources]
@@ -241,23 +269,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m revq_core.data.photos", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build and cache the photo crops of every split")
+    build.add_argument("--corpus", choices=CORPUS_NAMES, default=DEFAULT_CORPUS)
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--size", type=int, default=64)
-    for split, count in DEFAULT_NUM_CROPS.items():
-        build.add_argument(f"--num-{split}", type=int, default=count, help=f"crops in the {split} split")
-    sub.add_parser("sources", help="list the source photos, their split and licence")
+    build.add_argument("--size", type=int, default=None, help="crop side (default: the corpus's, v2 128, v1 64)")
+    for split in SPLIT_SCENES:
+        build.add_argument(f"--num-{split}", type=int, default=None,
+                           help=f"crops in the {split} split (default: the corpus's, v2 {DEFAULT_NUM_CROPS[split]})")
+    sources = sub.add_parser("sources", help="list the source photos, their split and licence")
+    sources.add_argument("--corpus", choices=CORPUS_NAMES, default=DEFAULT_CORPUS)
     args = parser.parse_args(argv)
 
     if args.command == "sources":
+        if args.corpus == "v2":
+            print((PHOTO_CORPUS_DIR / "manifest.csv").read_text(), end="")
+            return
         for split in SPLIT_SCENES:
             for source in photo_sources(split):
                 print(f"{split:5s}  {source.name:22s} {source.package:13s} {source.licence}")
         return
     for split in SPLIT_SCENES:
         crops = build_photo_dataset(split, getattr(args, f"num_{split}"), seed=args.seed, size=args.size,
-                                    as_uint8=True, progress=True)
-        names = ", ".join(source.name for source in photo_sources(split))
-        print(f"{split:5s}: {tuple(crops.shape)} uint8 from {names}  -> {cache_dir()}")
+                                    as_uint8=True, progress=True, corpus=args.corpus)
+        photos = (len(corpus_photo_paths(split)) if args.corpus == "v2" else len(photo_sources(split)))
+        print(f"{split:5s}: {tuple(crops.shape)} uint8 from {photos} photos of the corpus {args.corpus}  -> {cache_dir()}")
 
 
 if __name__ == "__main__":

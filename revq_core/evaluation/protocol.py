@@ -435,12 +435,13 @@ def weights_hashes(source: str | os.PathLike | None, kind: str) -> dict[str, str
     """sha256 of the files behind a model or VAE: {file name: digest}, or {"unavailable": why}.
 
     source: a directory, a Hugging Face Hub id (its files are looked up in the local cache, never
-    downloaded), or None / "embedded" for the embedded VAE. kind: "model" or "vae" (only for messages).
+    downloaded), or None / the name of an embedded VAE ("embedded-v2", "embedded"). kind: "model" or "vae"
+    (only for messages).
     """
-    from revq_core.autoencoders.embedded import embedded_vae_dir
+    from revq_core.autoencoders.embedded import embedded_vae_path, is_embedded_vae
 
-    if source in (None, "embedded"):
-        directory = embedded_vae_dir()
+    if is_embedded_vae(source):
+        directory = embedded_vae_path(source)
     elif Path(source).expanduser().is_dir():
         directory = Path(source).expanduser()
     else:

@@ -147,9 +147,11 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
 
     def _require_vae(self) -> nn.Module:
         if self.vae is None:
-            embedded = self.vae_name in (None, "embedded")
-            load_call = "load_vae()" if embedded else f"load_vae({self.vae_name!r})"
-            source = "the embedded VAE" if embedded else f"the VAE {self.vae_name!r}"
+            from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
+
+            default = self.vae_name in (None, DEFAULT_EMBEDDED_VAE)
+            load_call = "load_vae()" if default else f"load_vae({self.vae_name!r})"
+            source = "the embedded VAE" if default else f"the VAE {self.vae_name!r}"
             raise RuntimeError(f"No VAE attached. Attach the VAE these latents come from ({source}): "
                                f"from revq_core.autoencoders import load_vae; model.attach_vae({load_call})")
         return self.vae

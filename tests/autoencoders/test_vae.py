@@ -7,14 +7,14 @@ from diffusers import AutoencoderDC
 from helpers import REPO_ROOT, tiny_autoencoder_dc
 
 from revq_core.autoencoders.base import decode, encode
-from revq_core.autoencoders.embedded import embedded_vae_config, embedded_vae_dir
+from revq_core.autoencoders.embedded import embedded_vae_config, embedded_vae_path, embedded_vae_v2_config
 from revq_core.autoencoders.loading import VAENotFoundError, load_vae
 from revq_core.data.photos import build_photo_dataset
 from revq_core.evaluation.vae_quality import bicubic_baseline, reconstruction_quality
 
-EMBEDDED_PRESENT = (embedded_vae_dir() / "config.json").is_file()
-needs_embedded_vae = pytest.mark.skipif(
-    not EMBEDDED_PRESENT, reason="data/embedded_vae is absent; build it with `python scripts/pretrain_vae.py`")
+V1_DIR = embedded_vae_path("embedded")  # the first embedded VAE (f8c32, 64 x 64)
+needs_v1_vae = pytest.mark.skipif(not (V1_DIR / "config.json").is_file(),
+                                  reason="data/embedded_vae is absent: python scripts/pretrain_vae.py --version v1")
 
 
 
@@ -60,15 +60,27 @@ def test_offline_hub_id_gives_a_one_line_error(monkeypatch, tmp_path):
 
 def test_missing_embedded_weights_say_how_to_build_them(monkeypatch, tmp_path):
     monkeypatch.setenv("REVQ_EMBEDDED_VAE", str(tmp_path / "nothing_here"))
-    with pytest.raises(VAENotFoundError, match="scripts/pretrain_vae.py"):
+    with pytest.raises(VAENotFoundError, match="scripts/pretrain_vae.py") as error:
         load_vae()
+    assert "embedded-v2" in str(error.value) and "\n" not in str(error.value)
 
 
-def test_embedded_config_is_f8c32():
-    model = AutoencoderDC(**embedded_vae_config())
-    with torch.no_grad():
-        latents = model.encode(torch.zeros(1, 3, 64, 64)).latent
-    assert latents.shape == (1, 32, 8, 8)  # the paper's latent shape, from 64 x 64 images
+def test_embedded_configs_give_the_papers_latent():
+    """v2 (the default) is f16c32 on 128 x 128 images, v1 f8c32 on 64 x 64: both give 32 x 8 x 8."""
+    for config, side in ((embedded_vae_v2_config(), 128), (embedded_vae_config(), 64)):
+        model = AutoencoderDC(**config)
+        with torch.no_grad():
+            latents = model.encode(torch.zeros(1, 3, side, side)).latent
+        assert latents.shape == (1, 32, 8, 8)
+
+
+@pytest.mark.skipif(not (REPO_ROOT / "data" / "embedded_vae_v2" / "config.json").is_file(),
+                    reason="data/embedded_vae_v2 is absent")
+def test_the_default_vae_is_the_v2():
+    vae = load_vae()
+    assert (vae.downsampling_factor, vae.latent_channels) == (16, 32)
+    assert vae.latent_shape(128) == (32, 8, 8) and vae.cache_key() == load_vae("embedded-v2").cache_key()
+    assert load_vae("embedded").downsampling_factor == 8
 
 
 def test_bicubic_baseline_uses_no_more_values_than_the_latent():
@@ -80,23 +92,24 @@ def test_bicubic_baseline_uses_no_more_values_than_the_latent():
     assert reconstruction_quality(images, baseline)["psnr_rgb"] < 40
 
 
-@needs_embedded_vae
-def test_shipped_vae_reconstructs_held_out_photos_at_its_documented_quality():
+@needs_v1_vae
+def test_vae_v1_reconstructs_held_out_photos_at_its_documented_quality():
     """Real photos never seen in training: PSNR within 0.3 dB of data/embedded_vae/quality.json, Y above bicubic."""
     import hashlib
 
-    quality_path = embedded_vae_dir() / "quality.json"
+    quality_path = V1_DIR / "quality.json"
     if not quality_path.is_file():
         pytest.skip("data/embedded_vae/quality.json is absent; write it with `python scripts/pretrain_vae.py --evaluate`")
     quality = json.loads(quality_path.read_text())
     digest = hashlib.sha1()
-    for path in sorted(embedded_vae_dir().glob("*.safetensors")):
+    for path in sorted(V1_DIR.glob("*.safetensors")):
         digest.update(path.read_bytes())
     assert quality["weights_sha1"] == digest.hexdigest(), (
-        "data/embedded_vae/quality.json was measured on other weights; rerun `python scripts/pretrain_vae.py --evaluate`")
+        "data/embedded_vae/quality.json was measured on other weights; rerun "
+        "`python scripts/pretrain_vae.py --evaluate --version v1`")
     documented = quality["test_first_128"]
-    images = build_photo_dataset("test")[:128]
-    vae = load_vae()
+    images = build_photo_dataset("test", corpus="v1")[:128]
+    vae = load_vae("embedded")
     latents = encode(vae, images, batch_size=128)
     assert latents.shape == (128, 32, 8, 8)
     scores = reconstruction_quality(images, decode(vae, latents, batch_size=128))
@@ -116,7 +129,6 @@ def test_embedded_vae_v2_reconstructs_held_out_photos_at_its_documented_quality(
     0.3 dB of data/embedded_vae_v2/quality.json, measured on these weights."""
     import hashlib
 
-    from revq_core.data.latents import EMBEDDED_PHOTO_SETTINGS
     from revq_core.evaluation.metrics import paper_psnr, to_unit_range
 
     quality = json.loads((V2_DIR / "quality.json").read_text())
@@ -127,7 +139,7 @@ def test_embedded_vae_v2_reconstructs_held_out_photos_at_its_documented_quality(
         "data/embedded_vae_v2/quality.json was measured on other weights; rerun "
         "`python scripts/pretrain_vae.py --evaluate --version v2`")
     documented = quality["test_first_128"]["vae"]
-    images = build_photo_dataset("test", **EMBEDDED_PHOTO_SETTINGS["embedded-v2"])[:128]
+    images = build_photo_dataset("test", corpus="v2")[:128]
     vae = load_vae("embedded-v2")
     latents = encode(vae, images, batch_size=64)
     assert latents.shape == (128, 32, 8, 8) and vae.downsampling_factor == 16

@@ -35,15 +35,16 @@ def test_builder_is_deterministic_and_in_range(tmp_cache):
     first = build_photo_dataset("val", 48, seed=3, use_cache=False)
     second = build_photo_dataset("val", 48, seed=3, use_cache=False)
     other_seed = build_photo_dataset("val", 48, seed=4, use_cache=False)
-    assert first.shape == (48, 3, 64, 64) and first.dtype == torch.float32
+    assert first.shape == (48, 3, 128, 128) and first.dtype == torch.float32  # the default: corpus v2, 128 px
     assert torch.equal(first, second)
     assert not torch.equal(first, other_seed)
     assert first.min() >= -1 and first.max() <= 1 and first.std() > 0.1
+    assert build_photo_dataset("val", 4, corpus="v1", use_cache=False).shape == (4, 3, 64, 64)
 
 
 def test_cache_round_trip(tmp_cache):
     built = build_photo_dataset("test", 20, seed=0, as_uint8=True)
-    assert len(list(tmp_cache.glob("photos_test_*.npy"))) == 1
+    assert len(list(tmp_cache.glob("photos_v2_test_*.npy"))) == 1
     cached = build_photo_dataset("test", 20, seed=0, as_uint8=True)
     assert built.dtype == torch.uint8 and torch.equal(built, cached)
 
@@ -60,7 +61,7 @@ def _contains_patch(photo: np.ndarray, patch: np.ndarray) -> bool:
 
 def test_held_out_crops_are_cut_from_held_out_photos_only(tmp_cache):
     """Unscaled, unflipped validation crops are found verbatim in the validation photo and in no training photo."""
-    crops = build_photo_dataset("val", 3, seed=0, scales=(64,), flip=False, as_uint8=True, use_cache=False)
+    crops = build_photo_dataset("val", 3, seed=0, scales=(64,), flip=False, as_uint8=True, use_cache=False, corpus="v1")
     val_photo = load_photo(photo_sources("val")[0])
     train_photos = [load_photo(source) for source in photo_sources("train")]
     for crop in crops:

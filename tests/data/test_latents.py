@@ -4,7 +4,7 @@ import torch
 from helpers import tiny_autoencoder_dc
 from PIL import Image
 
-from revq_core.autoencoders.embedded import embedded_vae_dir
+from revq_core.autoencoders.embedded import embedded_vae_path
 from revq_core.data.latents import (embedded_latents, encode_dataset, encode_image_folder, latent_statistics,
                                     load_latents, save_latents)
 
@@ -81,7 +81,7 @@ def test_encode_image_folder_writes_and_reuses_its_cache(tmp_path):
     assert torch.equal(encode_image_folder(None, tmp_path / "nowhere", cache_path=cache_path), latents)
 
 
-@pytest.mark.skipif(not (embedded_vae_dir() / "config.json").is_file(),
+@pytest.mark.skipif(not (embedded_vae_path() / "config.json").is_file(),
                     reason="data/embedded_vae is absent; build it with `python scripts/pretrain_vae.py`")
 def test_embedded_latents_are_encoded_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("REVQ_CACHE", str(tmp_path))
