@@ -1,7 +1,7 @@
 """The main job's glue: a data source -> cached latents, and a trained tokenizer -> image metrics.
 
 Two data sources, one interface:
-- ``data=None``: the embedded photo crops (64 x 64) and the embedded VAE, all offline;
+- ``data=None``: the embedded photo crops (128 x 128) and the embedded VAE v2, all offline;
 - ``data="<imagenet root>"``: ``root/train`` and ``root/val`` in ImageNet layout (``root/<split>/<class>/<img>``),
   centre-cropped to 256 x 256 and encoded once with the given VAE into ``cache_dir()`` (reused next time).
 

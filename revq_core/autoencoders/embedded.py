@@ -33,7 +33,7 @@ def is_embedded_vae(name) -> bool:
 
 
 def embedded_vae_config() -> dict:
-    """Config of the embedded VAE: a small f8c32 ``AutoencoderDC`` (64 x 64 x 3 -> 32 x 8 x 8).
+    """Config of the first embedded VAE (v1): a small f8c32 ``AutoencoderDC`` (64 x 64 x 3 -> 32 x 8 x 8).
 
     Four stages at 32, 32, 16 and 8 pixels for a 64 x 64 input: no blocks at full resolution
     (layers_per_block[0] = 0: the input conv pixel-unshuffles straight to 32 x 32, as in DC-AE in-1.0),

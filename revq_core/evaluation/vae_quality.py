@@ -42,13 +42,14 @@ def reconstruction_quality(reference: torch.Tensor, reconstruction: torch.Tensor
     return {name: float(torch.cat(scores).double().mean()) for name, scores in per_image.items()}
 
 
-def evaluate_embedded_vae(vae=None, split: str = "test", num_crops: int | None = None,
-                          batch_size: int = 64) -> dict[str, dict[str, float]]:
-    """Reconstruction quality of a VAE (default: the embedded one) and of the bicubic baseline on held-out crops."""
+def evaluate_embedded_vae(vae=None, split: str = "test", num_crops: int | None = None, batch_size: int = 16,
+                          corpus: str = "v2") -> dict[str, dict[str, float]]:
+    """Reconstruction quality of a VAE (default: the embedded VAE v2) and of the bicubic baseline on held-out
+    crops of the embedded photos (``corpus`` "v2": 128 x 128 crops of data/photos; "v1": 64 x 64, for the first VAE)."""
     from revq_core.data.photos import build_photo_dataset
 
     vae = load_vae() if vae is None else vae
-    images = build_photo_dataset(split, num_crops)
+    images = build_photo_dataset(split, num_crops, corpus=corpus)
     latents = encode(vae, images, batch_size)
     reconstructions = decode(vae, latents, batch_size)
     return {"vae": reconstruction_quality(images, reconstructions),
@@ -68,13 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m revq_core.evaluation.vae_quality", description="Embedded VAE utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
     evaluate = sub.add_parser("evaluate", help="PSNR/SSIM of a VAE and of bicubic resampling on held-out crops")
-    evaluate.add_argument("--vae", default=None, help="directory or hub id (default: the embedded VAE)")
+    evaluate.add_argument("--vae", default=None, help="directory or hub id (default: the embedded VAE v2; "
+                                                      "'embedded': the first one, on its own 64 x 64 crops)")
     evaluate.add_argument("--split", default="test", choices=["val", "test"])
     evaluate.add_argument("--num-crops", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
-    results = evaluate_embedded_vae(load_vae(args.vae), args.split, args.num_crops)
-    print(f"{args.split} crops of the held-out photos, 64 x 64:")
+    corpus = "v1" if args.vae == "embedded" else "v2"
+    results = evaluate_embedded_vae(load_vae(args.vae), args.split, args.num_crops, corpus=corpus)
+    side = 64 if corpus == "v1" else 128
+    print(f"{args.split} crops of the held-out photos (corpus {corpus}), {side} x {side}:")
     print(format_quality(results))
 
 

@@ -160,8 +160,8 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> token ids (B, T); B >= 1 (an empty batch raises ValueError).
 
-        H and W must be the VAE's downsampling factor f times the latent's (h, w): 64 x 64 for the
-        embedded f8 VAE and a (32, 8, 8) latent, 256 x 256 for a DC-AE f32."""
+        H and W must be the VAE's downsampling factor f times the latent's (h, w): 128 x 128 for the
+        embedded f16 VAE v2 and a (32, 8, 8) latent, 256 x 256 for a DC-AE f32."""
         vae = self._require_vae()
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}.")

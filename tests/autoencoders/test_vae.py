@@ -149,3 +149,16 @@ def test_embedded_vae_v2_reconstructs_held_out_photos_at_its_documented_quality(
     assert scores["psnr_rgb"] >= documented["psnr_rgb"] - 0.3
     assert scores["psnr_y"] >= documented["psnr_y"] - 0.3
     assert paper >= documented["paper_psnr"] - 0.3
+
+
+@pytest.mark.skipif(not (REPO_ROOT / "data" / "embedded_vae_v2" / "config.json").is_file(),
+                    reason="data/embedded_vae_v2 is absent")
+def test_vae_quality_command_scores_the_default_vae_on_its_own_crops(capsys):
+    from revq_core.evaluation import vae_quality
+
+    vae_quality.main(["evaluate", "--num-crops", "8"])
+    printed = capsys.readouterr().out
+    assert "(corpus v2), 128 x 128" in printed
+    vae_row, bicubic_row = (line.split() for line in printed.splitlines()[-2:])
+    assert vae_row[0] == "vae" and bicubic_row[0] == "bicubic"
+    assert float(vae_row[3]) > float(bicubic_row[3])  # PSNR Y above the same-budget thumbnail

@@ -104,3 +104,17 @@ def test_image_folder_skips_bad_files_with_a_warning(tmp_path):
 def test_image_folder_missing_root_says_what_layout_is_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match="ImageNet"):
         ImageFolderDataset(tmp_path / "missing")
+
+
+def test_photos_command_builds_the_default_corpus_and_lists_its_sources(tmp_cache, capsys):
+    from revq_core.data.photos import main
+
+    main(["build", "--num-train", "6", "--num-val", "3", "--num-test", "3"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("train: (6, 3, 128, 128) uint8 from 69 photos of the corpus v2")
+    assert printed[2].startswith("test : (3, 3, 128, 128) uint8 from 14 photos")
+    main(["sources"])
+    manifest = capsys.readouterr().out.splitlines()
+    assert manifest[0].startswith("file,split,package") and len(manifest) == 1 + 97
+    main(["sources", "--corpus", "v1"])
+    assert "grace_hopper" in capsys.readouterr().out
