@@ -10,7 +10,10 @@ the input, backward), interleaved round by round:
 - ``channels_last``: module and input in channels-last memory format;
 - ``depthwise_cl``: only the depthwise convolutions (the 5 x 5 multi-scale and the 3 x 3 of the MBConv,
   whose backward is slow in oneDNN) run in channels-last, converted in and out;
-- ``compiled``: ``nn.Module.compile()`` (inductor's C++ backend), compile time reported apart.
+- ``compiled``: ``nn.Module.compile()`` (inductor's C++ backend), compile time reported apart;
+- ``bf16_autocast``: the plain module under ``torch.autocast("cpu", torch.bfloat16)``, what
+  ``TrainConfig(autocast_bf16=True)`` does in ``train()``: it changes results (an opt-in, not the default), and
+  pays only on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower.
 Prints the median seconds per step, each contender's ratio to plain (< 1: faster), and the largest
 difference of its gradients from plain's (a speed-up must not change results beyond float rounding).
 """
@@ -42,9 +45,11 @@ def depthwise_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
-def step(module: nn.Module, latent: torch.Tensor) -> None:
+def step(module: nn.Module, latent: torch.Tensor, bf16: bool = False) -> None:
     module.zero_grad(set_to_none=True)
-    (module(latent) - latent).pow(2).mean().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = (module(latent) - latent).pow(2).mean()
+    loss.backward()
 
 
 def main(argv=None) -> None:
@@ -55,36 +60,39 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled contender")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast contender")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     plain = build_rectifier("vit", (32, 8, 8), args.width, args.depth)
     latent = torch.randn(args.batch_size, 32, 8, 8)
-    contenders = {"plain": (plain, latent),
+    contenders = {"plain": (plain, latent, False),
                   "channels_last": (copy.deepcopy(plain).to(memory_format=torch.channels_last),
-                                    latent.contiguous(memory_format=torch.channels_last)),
-                  "depthwise_cl": (depthwise_channels_last(copy.deepcopy(plain)), latent)}
+                                    latent.contiguous(memory_format=torch.channels_last), False),
+                  "depthwise_cl": (depthwise_channels_last(copy.deepcopy(plain)), latent, False)}
+    if not args.no_bf16:
+        contenders["bf16_autocast"] = (copy.deepcopy(plain), latent, True)
     if not args.no_compile:
         compiled = copy.deepcopy(plain)
         compiled.compile()
         started = time.perf_counter()
         step(compiled, latent)
         print(f"compile (first step): {time.perf_counter() - started:.1f} s")
-        contenders["compiled"] = (compiled, latent)
-    for module, batch in contenders.values():  # warm-up
-        step(module, batch)
+        contenders["compiled"] = (compiled, latent, False)
+    for module, batch, bf16 in contenders.values():  # warm-up
+        step(module, batch, bf16)
     times = {name: [] for name in contenders}
     for _ in range(args.rounds):
-        for name, (module, batch) in contenders.items():
+        for name, (module, batch, bf16) in contenders.items():
             started = time.perf_counter()
-            step(module, batch)
+            step(module, batch, bf16)
             times[name].append(time.perf_counter() - started)
     reference = [parameter.grad for parameter in plain.parameters()]
     base = statistics.median(times["plain"])
     print(f"ViT rectifier {args.width} x {args.depth}, B = {args.batch_size}, {args.threads} thread(s), "
           f"median of {args.rounds} interleaved rounds:")
-    for name, (module, _) in contenders.items():
+    for name, (module, _, _) in contenders.items():
         difference = max(float((parameter.grad - grad).abs().max() / grad.abs().max().clamp(min=1e-30))
                          for parameter, grad in zip(module.parameters(), reference))
         median = statistics.median(times[name])

@@ -149,8 +149,7 @@ class RevqEpoch:
     """revq_core's model set up as ``train()`` sets it up (from given initial weights), and one ``train()`` epoch."""
 
     def __init__(self, initial_state: dict, preprocessor_state: dict, latents: torch.Tensor, batch: int,
-                 epochs: int, device: torch.device, fast: bool):
-        overrides = speed_settings(str(device)) if fast else {}
+                 epochs: int, device: torch.device, overrides: dict):
         self.config = preset("paper_512T", batch_size=batch, epochs=epochs, init_latents=None, device=str(device),
                              **overrides)
         self.device, self.latents, self.epoch_index = device, latents, 0
@@ -202,7 +201,7 @@ def cpu_description() -> dict:
 
 
 def run(authors_repo: Path, site_packages: str | None, device: torch.device, batch: int, steps: int, rounds: int,
-        fast: bool) -> dict:
+        overrides: dict) -> dict:
     authors = import_authors_modules(authors_repo, site_packages)
     generator = torch.Generator().manual_seed(2)
     latents = torch.randn(steps * batch, *LATENT_SHAPE, generator=generator)  # (N, 32, 8, 8)
@@ -214,7 +213,7 @@ def run(authors_repo: Path, site_packages: str | None, device: torch.device, bat
     started = time.perf_counter()
     preprocessor_state = {key: value.cpu() for key, value in theirs.preprocessor.state_dict().items()}
     ours = RevqEpoch(theirs.initial_state(), preprocessor_state, latents, batch, theirs.config.train.num_epochs,
-                     device, fast)
+                     device, overrides)
     ours_setup_s = time.perf_counter() - started
     del code_bank
 
@@ -228,7 +227,7 @@ def run(authors_repo: Path, site_packages: str | None, device: torch.device, bat
             times.append(_timed(side.epoch, device))
     result = {
         "device": str(device), "B": batch, "steps_per_epoch": steps, "N": steps * batch, "rounds": rounds,
-        "G": 512, "K": 16384, "D": 4, "rectifier": "vit 512 x 3", "ours_speed_settings": fast,
+        "G": 512, "K": 16384, "D": 4, "rectifier": "vit 512 x 3", "ours_speed_settings": overrides,
         "torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_description(),
         "theirs_s": statistics.median(theirs_times), "ours_s": statistics.median(ours_times),
         "theirs_times_s": theirs_times, "ours_times_s": ours_times,
@@ -256,6 +255,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fast", action="store_true", help="ours with speed_settings(device) (CUDA: bf16 autocast, "
                         "fused AdamW, CUDA graphs; CPU: none)")
+    parser.add_argument("--bf16", action="store_true", help="ours with bf16 autocast of the rectifier and losses "
+                        "(TrainConfig.autocast_bf16), also on the CPU: an opt-in that changes results; it pays on CPUs "
+                        "with native bf16 (AVX512-BF16, AMX)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -264,8 +266,9 @@ def main() -> None:
     torch.set_flush_denormal(True)  # as train() does on the CPU; process-wide, so for both sides
     if args.threads:
         torch.set_num_threads(args.threads)
+    overrides = {**(speed_settings(str(device)) if args.fast else {}), **({"autocast_bf16": True} if args.bf16 else {})}
     result = run(args.authors_repo.resolve(), args.authors_site_packages, device, batch, args.steps, args.rounds,
-                 args.fast)
+                 overrides)
     print(f"torch {result['torch']}, {result['threads']} threads, CPU {result['cpu']} "
           f"(avx512f: {'yes' if result['avx512f'] else 'no'})" + (f", GPU {result['gpu']}" if "gpu" in result else ""))
     print(f"512T training epoch on {result['device']}: {result['steps_per_epoch']} steps of B={result['B']} "
@@ -273,7 +276,7 @@ def main() -> None:
           f"median of {result['rounds']} interleaved rounds; setup excluded")
     print(f"  authors' loop  {result['theirs_s']:8.2f} s   {result['N'] / result['theirs_s']:6.1f} latents/s")
     print(f"  revq_core      {result['ours_s']:8.2f} s   {result['N'] / result['ours_s']:6.1f} latents/s"
-          + ("   (speed settings on)" if result["ours_speed_settings"] else ""))
+          + (f"   (settings {result['ours_speed_settings']})" if result["ours_speed_settings"] else ""))
     print(f"  ratio theirs / ours x{result['ratio']:.2f} "
           f"(median of per-round ratios x{result['ratio_round_median']:.2f}); "
           f"rounds theirs {[round(t, 2) for t in result['theirs_times_s']]} s, "

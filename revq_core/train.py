@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
                               help="continue the run in --output from its checkpoint (starts fresh if there is none)")
     existing_run.add_argument("--overwrite", action="store_true", help="delete the run in --output and start over")
     parser.add_argument("--fused-adamw", action="store_true", help="fused AdamW kernel (last-bit differences)")
-    parser.add_argument("--autocast-bf16", action="store_true", help="bf16 autocast of the rectifier (GPU)")
+    parser.add_argument("--autocast-bf16", action="store_true",
+                        help="bf16 autocast of the rectifier and losses (GPUs; CPUs with native bf16: AVX512-BF16 "
+                             "or AMX; changes results in the last bf16 digits)")
     parser.add_argument("--compile-rectifier", nargs="?", const=True, default=False, metavar="MODE",
                         help="torch.compile the rectifier (GPU); optionally a mode, e.g. reduce-overhead")
     parser.add_argument("--fast", action="store_true",
