@@ -3,6 +3,7 @@
 Usage (a minute per configuration on 2 cores):
     git show HEAD~1:revq_core/ops/cpu_search.cpp > /tmp/before.cpp
     .venv/bin/python benchmarks/kernel_ab.py /tmp/before.cpp revq_core/ops/cpu_search.cpp --configs 512T 256T_65k
+    .venv/bin/python benchmarks/kernel_ab.py ... --arch x86-64-v3     # both built for AVX2 (no AVX-512)
 
 Each file is a version of the kernel: ``revq_core/ops/cpu_search.cpp``, or an older ``cpu_search.py`` that
 held the C++ in a string (``git show 250f21a:revq_core/cpu_search.py``); it is built under its own name
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quantizer import CONFIGS  # noqa: E402
 
 
-def build(path: str):
+def build(path: str, arch: str = "native"):
     """The kernel of one version, built (or loaded from the cache) under a name of its own: a ``cpu_search.cpp``
     (today's layout) or an older ``cpu_search.py`` that held its C++ in a ``_SOURCE`` string."""
     text = Path(path).read_text()
@@ -38,9 +39,9 @@ def build(path: str):
     else:
         start = text.index('_SOURCE = r"""') + len('_SOURCE = r"""')
         source = text[start:text.index('"""', start)]
-    name = "revq_kernel_ab_" + hashlib.sha1(source.encode()).hexdigest()[:12]
+    name = "revq_kernel_ab_" + hashlib.sha1((source + arch).encode()).hexdigest()[:12]
     return load_inline(name=name, cpp_sources=[source], functions=["best_two"],
-                       extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+                       extra_cflags=["-O3", f"-march={arch}", "-fopenmp"], extra_ldflags=["-fopenmp"])
 
 
 def search(module, tokens: torch.Tensor, codes: torch.Tensor):
@@ -76,12 +77,13 @@ def main() -> None:
     parser.add_argument("a", help="version A of revq_core/ops/cpu_search.py")
     parser.add_argument("b", help="version B")
     parser.add_argument("--configs", nargs="+", default=["512T"], choices=list(CONFIGS))
+    parser.add_argument("--arch", default="native", help="-march of both builds, e.g. x86-64-v3 for the AVX2 path")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    modules = build(args.a), build(args.b)
+    modules = build(args.a, args.arch), build(args.b, args.arch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; A = {args.a}, B = {args.b}")
     for config in args.configs:
         compare(modules, config, args.rounds)
