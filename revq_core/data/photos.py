@@ -132,7 +132,7 @@ class CorpusCrops:
 
 
 # v2's 8192 training crops (not 16384 as v1's) keep the main job within its CPU budget: a 128 x 128 crop
-# costs ~11 ms to encode with the VAE v2 on 2 cores, 4x a v1 crop (data/README.md).
+# costs ~7 ms to encode with the VAE v2 on 2 cores (batch 16), four times the pixels of a v1 crop (data/README.md).
 CORPUS_CROPS: dict[str, CorpusCrops] = {
     "v1": CorpusCrops(64, DEFAULT_CROP_SCALES, {"train": 16384, "val": 1024, "test": 1024}),
     "v2": CorpusCrops(128, CORPUS_V2_CROP_SCALES, {"train": 8192, "val": 1024, "test": 1024}),
