@@ -42,8 +42,8 @@ def load_vae(name_or_path: str | os.PathLike | None = None, device: str | torch.
 
     Args:
         name_or_path: None or "embedded-v2" for the embedded VAE v2 (``data/embedded_vae_v2``, f16c32,
-            128 x 128 images), "embedded" for the first one (``data/embedded_vae``, f8c32, 64 x 64); a local directory made by ``save_pretrained`` or
-            ``hf download <id> --local-dir <dir>`` (or a pipeline directory with a ``vae/`` subfolder); or a
+            128 x 128 images), "embedded" for the first one (``data/embedded_vae``, f8c32, 64 x 64); a local
+            directory made by ``save_pretrained`` or ``hf download <id> --local-dir <dir>`` (or a pipeline directory with a ``vae/`` subfolder); or a
             hub id such as ``mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers``, read from the Hugging Face cache
             (HF_HOME) and downloaded when online. ``AutoencoderDC`` and ``AutoencoderKL`` are supported.
         device, dtype: where and in which precision to put the weights.

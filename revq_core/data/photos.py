@@ -139,8 +139,6 @@ CORPUS_CROPS: dict[str, CorpusCrops] = {
 }
 CORPUS_NAMES = tuple(CORPUS_CROPS)
 DEFAULT_CORPUS = "v2"
-# Default number of crops per split of the default corpus.
-DEFAULT_NUM_CROPS: dict[str, int] = CORPUS_CROPS[DEFAULT_CORPUS].num_crops
 
 
 def corpus_photo_paths(split: str) -> list[Path]:
@@ -274,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--size", type=int, default=None, help="crop side (default: the corpus's, v2 128, v1 64)")
     for split in SPLIT_SCENES:
         build.add_argument(f"--num-{split}", type=int, default=None,
-                           help=f"crops in the {split} split (default: the corpus's, v2 {DEFAULT_NUM_CROPS[split]})")
+                           help=f"crops in the {split} split (default: the corpus's, v2 "
+                                f"{CORPUS_CROPS['v2'].num_crops[split]})")
     sources = sub.add_parser("sources", help="list the source photos, their split and licence")
     sources.add_argument("--corpus", choices=CORPUS_NAMES, default=DEFAULT_CORPUS)
     args = parser.parse_args(argv)

@@ -9,7 +9,9 @@ import argparse
 import torch
 
 from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS
 from revq_core.autoencoders.loading import load_vae
+from revq_core.data.photos import CORPUS_CROPS, DEFAULT_CORPUS, build_photo_dataset
 
 
 def bicubic_baseline(images: torch.Tensor, num_values: int = 2048) -> torch.Tensor:
@@ -43,11 +45,9 @@ def reconstruction_quality(reference: torch.Tensor, reconstruction: torch.Tensor
 
 
 def evaluate_embedded_vae(vae=None, split: str = "test", num_crops: int | None = None, batch_size: int = 16,
-                          corpus: str = "v2") -> dict[str, dict[str, float]]:
+                          corpus: str = DEFAULT_CORPUS) -> dict[str, dict[str, float]]:
     """Reconstruction quality of a VAE (default: the embedded VAE v2) and of the bicubic baseline on held-out
     crops of the embedded photos (``corpus`` "v2": 128 x 128 crops of data/photos; "v1": 64 x 64, for the first VAE)."""
-    from revq_core.data.photos import build_photo_dataset
-
     vae = load_vae() if vae is None else vae
     images = build_photo_dataset(split, num_crops, corpus=corpus)
     latents = encode(vae, images, batch_size)
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--num-crops", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
-    corpus = "v1" if args.vae == "embedded" else "v2"
+    corpus = EMBEDDED_VAE_CORPUS.get(args.vae or DEFAULT_EMBEDDED_VAE, DEFAULT_CORPUS)  # an embedded VAE's own crops
     results = evaluate_embedded_vae(load_vae(args.vae), args.split, args.num_crops, corpus=corpus)
-    side = 64 if corpus == "v1" else 128
+    side = CORPUS_CROPS[corpus].size
     print(f"{args.split} crops of the held-out photos (corpus {corpus}), {side} x {side}:")
     print(format_quality(results))
 

@@ -13,8 +13,23 @@ from revq_core.data.photos import build_photo_dataset
 from revq_core.evaluation.vae_quality import bicubic_baseline, reconstruction_quality
 
 V1_DIR = embedded_vae_path("embedded")  # the first embedded VAE (f8c32, 64 x 64)
+V2_DIR = REPO_ROOT / "data" / "embedded_vae_v2"  # the default (f16c32, 128 x 128)
 needs_v1_vae = pytest.mark.skipif(not (V1_DIR / "config.json").is_file(),
                                   reason="data/embedded_vae is absent: python scripts/pretrain_vae.py --version v1")
+
+
+def documented_quality(vae_dir, version: str) -> dict:
+    """``vae_dir/quality.json``, after checking it was measured on the weights in ``vae_dir`` (by their sha1)."""
+    import hashlib
+
+    quality = json.loads((vae_dir / "quality.json").read_text())
+    digest = hashlib.sha1()
+    for path in sorted(vae_dir.glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    assert quality["weights_sha1"] == digest.hexdigest(), (
+        f"{vae_dir.relative_to(REPO_ROOT)}/quality.json was measured on other weights; rerun "
+        f"`python scripts/pretrain_vae.py --evaluate --version {version}`")
+    return quality
 
 
 
@@ -74,8 +89,7 @@ def test_embedded_configs_give_the_papers_latent():
         assert latents.shape == (1, 32, 8, 8)
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "data" / "embedded_vae_v2" / "config.json").is_file(),
-                    reason="data/embedded_vae_v2 is absent")
+@pytest.mark.skipif(not (V2_DIR / "config.json").is_file(), reason="data/embedded_vae_v2 is absent")
 def test_the_default_vae_is_the_v2():
     vae = load_vae()
     assert (vae.downsampling_factor, vae.latent_channels) == (16, 32)
@@ -95,19 +109,10 @@ def test_bicubic_baseline_uses_no_more_values_than_the_latent():
 @needs_v1_vae
 def test_vae_v1_reconstructs_held_out_photos_at_its_documented_quality():
     """Real photos never seen in training: PSNR within 0.3 dB of data/embedded_vae/quality.json, Y above bicubic."""
-    import hashlib
-
-    quality_path = V1_DIR / "quality.json"
-    if not quality_path.is_file():
-        pytest.skip("data/embedded_vae/quality.json is absent; write it with `python scripts/pretrain_vae.py --evaluate`")
-    quality = json.loads(quality_path.read_text())
-    digest = hashlib.sha1()
-    for path in sorted(V1_DIR.glob("*.safetensors")):
-        digest.update(path.read_bytes())
-    assert quality["weights_sha1"] == digest.hexdigest(), (
-        "data/embedded_vae/quality.json was measured on other weights; rerun "
-        "`python scripts/pretrain_vae.py --evaluate --version v1`")
-    documented = quality["test_first_128"]
+    if not (V1_DIR / "quality.json").is_file():
+        pytest.skip("data/embedded_vae/quality.json is absent; write it with "
+                    "`python scripts/pretrain_vae.py --evaluate --version v1`")
+    documented = documented_quality(V1_DIR, "v1")["test_first_128"]
     images = build_photo_dataset("test", corpus="v1")[:128]
     vae = load_vae("embedded")
     latents = encode(vae, images, batch_size=128)
@@ -119,26 +124,15 @@ def test_vae_v1_reconstructs_held_out_photos_at_its_documented_quality():
     assert scores["psnr_y"] > bicubic["psnr_y"]  # the paper's channel
 
 
-V2_DIR = REPO_ROOT / "data" / "embedded_vae_v2"
-
 
 @pytest.mark.skipif(not (V2_DIR / "quality.json").is_file(),
                     reason="data/embedded_vae_v2 is absent: python scripts/pretrain_vae.py --version v2")
 def test_embedded_vae_v2_reconstructs_held_out_photos_at_its_documented_quality():
     """The f16c32 VAE v2 on 128 x 128 crops of the held-out photos of data/photos: PSNR (both protocols) within
     0.3 dB of data/embedded_vae_v2/quality.json, measured on these weights."""
-    import hashlib
-
     from revq_core.evaluation.metrics import paper_psnr, to_unit_range
 
-    quality = json.loads((V2_DIR / "quality.json").read_text())
-    digest = hashlib.sha1()
-    for path in sorted(V2_DIR.glob("*.safetensors")):
-        digest.update(path.read_bytes())
-    assert quality["weights_sha1"] == digest.hexdigest(), (
-        "data/embedded_vae_v2/quality.json was measured on other weights; rerun "
-        "`python scripts/pretrain_vae.py --evaluate --version v2`")
-    documented = quality["test_first_128"]["vae"]
+    documented = documented_quality(V2_DIR, "v2")["test_first_128"]["vae"]
     images = build_photo_dataset("test", corpus="v2")[:128]
     vae = load_vae("embedded-v2")
     latents = encode(vae, images, batch_size=64)
@@ -151,8 +145,7 @@ def test_embedded_vae_v2_reconstructs_held_out_photos_at_its_documented_quality(
     assert paper >= documented["paper_psnr"] - 0.3
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "data" / "embedded_vae_v2" / "config.json").is_file(),
-                    reason="data/embedded_vae_v2 is absent")
+@pytest.mark.skipif(not (V2_DIR / "config.json").is_file(), reason="data/embedded_vae_v2 is absent")
 def test_vae_quality_command_scores_the_default_vae_on_its_own_crops(capsys):
     from revq_core.evaluation import vae_quality
 
