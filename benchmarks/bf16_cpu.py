@@ -40,7 +40,7 @@ def main(argv=None) -> None:
             _, history = train(config, train_latents, val_latents, progress=False)
             results[bf16] = (history.val_mse[-1], history.val_quant_mse[-1], time.perf_counter() - started)
         (fp32_mse, fp32_quant, fp32_s), (bf16_mse, bf16_quant, bf16_s) = results[False], results[True]
-        print(f"{name}, {config.epochs} epochs of B = {config.batch_size}, K = {config.codes_per_group}, "
+        print(f"{name}, {config.epochs} epochs of B = {config.batch_size}, K = {config.model.codes_per_group}, "
               f"{args.threads} threads:")
         print(f"  fp32  val MSE {fp32_mse:.5f} (quantizer alone {fp32_quant:.5f})  {fp32_s:6.1f} s")
         print(f"  bf16  val MSE {bf16_mse:.5f} (quantizer alone {bf16_quant:.5f})  {bf16_s:6.1f} s")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quantizer import CONFIGS, LATENT_SHAPE, reference_step, revq_step  # noqa: E402
 from train_step import ReferenceStep, RevqStep  # noqa: E402
 
-from revq_core.modeling.quantizer import Quantizer  # noqa: E402
+from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer  # noqa: E402
 from revq_core.ops import gpu_search  # noqa: E402
 from revq_core.ops.search import brute_force_nearest_codes, nearest_codes  # noqa: E402
 from revq_core.training.config import preset
@@ -106,7 +106,7 @@ def time_quantizer(config: str, batch: int, rounds: int, rates: dict) -> dict:
     groups, codes_per_group, code_dim, _ = CONFIGS[config]
     generator = torch.Generator().manual_seed(0)
     latent = torch.randn(batch, *LATENT_SHAPE, generator=generator).to(DEVICE)
-    quantizer = Quantizer(groups, codes_per_group, code_dim, "channel", LATENT_SHAPE).to(DEVICE)
+    quantizer = MultiGroupQuantizer(groups, codes_per_group, code_dim, "channel", LATENT_SHAPE).to(DEVICE)
     with torch.no_grad():
         quantizer.codebook.normal_()
     reference_book = torch.nn.Parameter(quantizer.codebook.detach().clone())

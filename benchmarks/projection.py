@@ -40,6 +40,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from revq_core.modeling.config import ModelConfig  # noqa: E402
 from revq_core.modeling.rectifiers import build_rectifier, count_parameters  # noqa: E402
 
 BATCH, GROUPS, CODES, CODE_DIM = 256, 512, 16384, 4
@@ -85,7 +86,7 @@ class ByteCounter(TorchDispatchMode):
 def rectifier_work(batch: int) -> dict:
     """FLOPs and unfused bytes of the ViT rectifier's forward + backward on (batch, 32, 8, 8), fp32, on meta."""
     with torch.device("meta"):
-        rectifier = build_rectifier("vit", LATENT_SHAPE, 512, 3)
+        rectifier = build_rectifier(ModelConfig(latent_shape=LATENT_SHAPE, rectifier="vit", rectifier_width=512, rectifier_depth=3))
         quantized, target = torch.randn(batch, *LATENT_SHAPE), torch.randn(batch, *LATENT_SHAPE)
     flops = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     traffic = ByteCounter()

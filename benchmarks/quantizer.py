@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.modeling.quantizer import Quantizer
+from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
 from revq_core.ops import codebook_grad  # noqa: E402
 
 LATENT_SHAPE = (32, 8, 8)
@@ -71,7 +71,7 @@ def _setup(config: str, groups_used: int | None = None):
     groups, codes_per_group, code_dim, batch = CONFIGS[config]
     generator = torch.Generator().manual_seed(0)
     latent = torch.randn(batch, *LATENT_SHAPE, generator=generator)
-    quantizer = Quantizer(groups, codes_per_group, code_dim, "channel", LATENT_SHAPE)
+    quantizer = MultiGroupQuantizer(groups, codes_per_group, code_dim, "channel", LATENT_SHAPE)
     codebook_grad.install(quantizer, "rows")  # as train() does on the CPU in one process
     with torch.no_grad():
         quantizer.codebook.normal_(generator=generator)  # in place: no codebook-sized temporary

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from revq_core.modeling.config import ModelConfig  # noqa: E402
 from revq_core.modeling.rectifiers import build_rectifier  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    plain = build_rectifier("vit", (32, 8, 8), args.width, args.depth)
+    plain = build_rectifier(ModelConfig(rectifier="vit", rectifier_width=args.width, rectifier_depth=args.depth))
     latent = torch.randn(args.batch_size, 32, 8, 8)
     contenders = {"plain": (plain, latent, False),
                   "channels_last": (copy.deepcopy(plain).to(memory_format=torch.channels_last),

@@ -11,7 +11,7 @@ A step is what ``revq_core.training.trainer._train_epoch`` does per batch:
     forward (quantize, rectify the detached quantized latent, both MSE losses), finite-loss check,
     zero_grad, backward, gradient-norm clipping at 1.0 for quantizer and rectifier, AdamW,
     code-usage counts, the three losses read back with .item().
-revq_core: the objects and functions train() uses (``build_model``, ``_optimizer_and_scheduler``,
+revq_core: the objects and functions train() uses (``build_model``, ``optimizer_and_scheduler``,
 ``optimizer_step``). Reference, written here the obvious way: fp32, per-group ``torch.cdist`` + argmin
 in memory-bounded group chunks, a gather from the codebook, the same rectifier module (a copy with
 the same weights), torch's default AdamW (for-loop on CPU). Both start from the same weights; the
@@ -37,10 +37,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.modeling.reset import CodeUsage  # noqa: E402
-from revq_core.training.config import preset
-from revq_core.training.trainer import (_optimizer_and_scheduler, build_model, compile_rectifier,
-                                        set_in_place_codebook_grad, train_step)
+from revq_core.training.config import preset  # noqa: E402
+from revq_core.training.trainer import build_model, compile_rectifier, optimizer_and_scheduler, train_step  # noqa: E402
 
 
 class RevqStep:
@@ -54,17 +52,14 @@ class RevqStep:
             self.model.quantizer.codebook.normal_(generator=torch.Generator().manual_seed(1))
         self.model.to(config.device)
         compile_rectifier(self.model, config)  # as train() does, if config.compile_rectifier asks
-        set_in_place_codebook_grad(self.model, config.device)  # as train() does
-        self.optimizer, _ = _optimizer_and_scheduler(self.model, config)
-        self.usage = CodeUsage(self.model.quantizer.num_groups, config.codes_per_group,
-                               self.model.quantizer.group_of_token)
-        self.quantizer_params = list(self.model.quantizer.parameters())
-        self.rectifier_params = [p for name, p in self.model.named_parameters() if not name.startswith("quantizer.")]
+        self.model.quantizer.prepare_training(torch.device(config.device))  # as train() does
+        self.optimizer, _ = optimizer_and_scheduler(self.model, config)
+        self.quantizer_params, self.rectifier_params = self.model.parameter_groups()
 
     def __call__(self, latent: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """Returns (codes (B, T), [loss, loss_quant, loss_rect])."""
         output = train_step(self.model, self.model, self.model.normalizer.normalize(latent), self.optimizer,
-                            self.usage, self.quantizer_params, self.rectifier_params, self.config)
+                            self.quantizer_params, self.rectifier_params, self.config)
         return output.codes, [output.loss.item(), output.loss_quant.item(), output.loss_rect.item()]
 
 
@@ -111,7 +106,7 @@ class ReferenceStep:
 
 def _setup(batch: int, contender: str | None = None):
     config = preset("paper_512T", batch_size=batch)
-    latents = torch.randn(8, batch, *config.latent_shape, generator=torch.Generator().manual_seed(2))
+    latents = torch.randn(8, batch, *config.model.latent_shape, generator=torch.Generator().manual_seed(2))
     revq = RevqStep(config)
     reference = ReferenceStep(revq) if contender in (None, "reference") else None
     if contender == "reference":

@@ -29,9 +29,9 @@ One epoch = ``--steps`` training steps over the N latents (shuffled, drop_last) 
     ``ExponentialLR.step()``; a ``DataLoader(TensorDataset, shuffle=True, drop_last=True)`` with
     ``num_workers=0`` (theirs asks for 8 workers and pinned memory for a GPU; with latents in memory that
     only adds processes here). Not run: their tensorboard logging and tqdm bar.
-  ours: what ``revq_core.training.trainer.train`` runs per epoch (``_train_epoch`` with ``train_step``: forward,
-    finite-loss check, backward, clipping, AdamW (foreach), usage counts, three ``.item()``; then
-    ``_end_of_epoch_reset`` and ``scheduler.step()``), on a model set up as ``train()`` sets it up.
+  ours: what ``revq_core.training.trainer.train`` runs per epoch (``train_epoch`` with ``train_step``: forward
+    with usage counts, finite-loss check, backward, clipping, AdamW (foreach), three ``.item()``; then
+    ``end_of_epoch`` and ``scheduler.step()``), on a model set up as ``train()`` sets it up.
 Excluded from both: one-time setup (building the models, their ``prepare_codebook``, the optimizers),
 printed separately, and validation (no validation set on either side). Before timing, each side runs one
 untimed step on the same batch (first-call costs, AdamW state); its losses and codes are compared.
@@ -56,10 +56,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revq_core.convert import convert_authors_checkpoint  # noqa: E402
-from revq_core.modeling.reset import CodeUsage  # noqa: E402
-from revq_core.training.config import preset, speed_settings
-from revq_core.training.trainer import (_end_of_epoch_reset, _optimizer_and_scheduler, _train_epoch,
-                                        compile_rectifier, set_in_place_codebook_grad, train_step)
+from revq_core.training.config import preset, speed_settings  # noqa: E402
+from revq_core.training.trainer import (compile_rectifier, end_of_epoch, optimizer_and_scheduler,  # noqa: E402
+                                        train_epoch, train_step)
 
 AUTHORS_CONFIG = "configs/512T_NC=16384.yaml"
 LATENT_SHAPE = (32, 8, 8)
@@ -154,25 +153,21 @@ class RevqEpoch:
                              **overrides)
         self.device, self.latents, self.epoch_index = device, latents, 0
         self.model = convert_authors_checkpoint(initial_state, preprocessor_state).to(device)
-        set_in_place_codebook_grad(self.model, device)
-        self.optimizer, self.scheduler = _optimizer_and_scheduler(self.model, self.config)
-        self.usage = CodeUsage(self.model.quantizer.num_groups, self.config.codes_per_group,
-                               self.model.quantizer.group_of_token)
+        self.model.quantizer.prepare_training(device)
+        self.optimizer, self.scheduler = optimizer_and_scheduler(self.model, self.config)
         compile_rectifier(self.model, self.config)
         self.model.train()
 
     def step(self, latent: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """``train_step`` on a raw latent batch (B, 32, 8, 8); returns (codes (B, T), [loss_quant, loss_rect])."""
-        quantizer_params = list(self.model.quantizer.parameters())
-        rectifier_params = [p for name, p in self.model.named_parameters() if not name.startswith("quantizer.")]
+        quantizer_params, rectifier_params = self.model.parameter_groups()
         output = train_step(self.model, self.model, self.model.normalizer.normalize(latent.to(self.device)),
-                            self.optimizer, self.usage, quantizer_params, rectifier_params, self.config)
+                            self.optimizer, quantizer_params, rectifier_params, self.config)
         return output.codes, [output.loss_quant.item(), output.loss_rect.item()]
 
     def epoch(self) -> None:
-        _train_epoch(self.model, self.optimizer, self.usage, self.config, self.latents, self.epoch_index,
-                     self.device, False, None)
-        _end_of_epoch_reset(self.model, self.usage, self.config, self.epoch_index)
+        train_epoch(self.model, self.optimizer, self.config, self.latents, self.epoch_index, self.device)
+        end_of_epoch(self.model, self.config, self.epoch_index)
         self.scheduler.step()
         self.epoch_index += 1
 

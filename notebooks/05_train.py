@@ -72,8 +72,8 @@ speed = speed_settings(device) if fast is not False else {}
 config = make_preset(preset, device=device, seed=seed, **speed, **overrides)
 output_dir = output_dir or str(runs_dir() / f"05_train_{preset}")
 check_run_setup(device, output_dir, config)  # no such device here, output_dir a file, epochs=2.5, ...: fail now
-print(f"preset {preset}: T = {config.tokens_per_image} tokens, K = {config.codes_per_group} codes per token, "
-      f"{config.rectifier} rectifier {config.rectifier_width} x {config.rectifier_depth}, "
+print(f"preset {preset}: T = {config.model.tokens_per_image} tokens, K = {config.model.codes_per_group} codes per token, "
+      f"{config.model.rectifier} rectifier {config.model.rectifier_width} x {config.model.rectifier_depth}, "
       f"{config.epochs} epochs of batch {config.batch_size}")
 
 # %% [markdown]
@@ -108,7 +108,7 @@ for epoch, loss, val_mse, usage in zip(history.epoch, history.train_loss, histor
     print(f"epoch {epoch + 1:3d}: train loss {loss:.4f}, validation latent MSE {val_mse:.4f}, codebook usage {usage:.1%}")
 
 # %%
-figure = plot_history(history.to_dict(), f"ReVQ {preset}: {config.tokens_per_image} tokens, K = {config.codes_per_group}")
+figure = plot_history(history.to_dict(), f"ReVQ {preset}: {config.model.tokens_per_image} tokens, K = {config.model.codes_per_group}")
 save_figure(figure, "05_train_curves")
 plt.show()
 
@@ -120,14 +120,14 @@ plt.show()
 model = model.attach_vae(frozen_vae)
 shown = splits.eval_images[:8]
 vae_images, revq_images = reconstruct_images(model, frozen_vae, shown)
-figure = image_rows({"original": shown, "VAE": vae_images, f"ReVQ ({config.tokens_per_image} tokens)": revq_images},
+figure = image_rows({"original": shown, "VAE": vae_images, f"ReVQ ({config.model.tokens_per_image} tokens)": revq_images},
                     "Held-out photos (never seen in training)")
 save_figure(figure, "05_train_reconstructions")
 plt.show()
 
 # %%
 codes = model.encode_images(shown)
-print(f"token ids: {tuple(codes.shape)}, {codes.dtype} in [0, {config.codes_per_group})")
+print(f"token ids: {tuple(codes.shape)}, {codes.dtype} in [0, {config.model.codes_per_group})")
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -100,9 +100,8 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-with_encoder = run_config(preset("demo", **{**base.__dict__, "rectifier": PRE_ENCODER, "pre_encoder": PRE_ENCODER,
-                                            "rectifier_width": RECTIFIERS[PRE_ENCODER]}),
-                          train_latents, val_latents)
+with_encoder = run_config(base.replace(rectifier=PRE_ENCODER, pre_encoder=PRE_ENCODER,
+                                       rectifier_width=RECTIFIERS[PRE_ENCODER]), train_latents, val_latents)
 without_encoder = pick(kinds, rectifier=PRE_ENCODER)
 print(format_table([["without (ReVQ)", without_encoder["val_mse"], 0.012, 0.064],
                     ["with extra encoder", with_encoder["val_mse"], 0.620, 0.653]],
@@ -127,8 +126,7 @@ print(format_table(gain_rows, ["rectifier", f"quantizer only ({TOKENS}T)", "rect
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-reset_base = preset("demo", **{**base.__dict__, "tokens_per_image": RESET_TOKENS, "rectifier": "identity",
-                               "epochs": RESET_EPOCHS, "batch_size": 128})
+reset_base = base.replace(tokens_per_image=RESET_TOKENS, rectifier="identity", epochs=RESET_EPOCHS, batch_size=128)
 usage_rows = sweep(reset_base, [{"codes_per_group": k, "reset": reset, "init": init} for init in RESET_INITS
                                 for reset in (True, False) for k in RESET_CODES], train_latents, val_latents)
 print(format_table([[row["init"], "reset" if row["reset"] else "no reset", row["codes"], percent(row["usage"]),

@@ -33,12 +33,13 @@ def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | 
 
     Raises (one line each): the errors of ``checks.check_device`` for the device, NotADirectoryError if ``output_dir`` or one of its parents is an existing file, PermissionError if
     the directory that would hold it is not writable. ``output_dir=None`` (no files written) passes.
-    With ``config`` (a ``TrainConfig``) its fields are checked too, as ``train()`` does at its start.
+    With ``config``, it must be a ``TrainConfig`` (which checked its own fields when it was made).
     """
     if config is not None:
-        from revq_core.training.config import _check_config
+        from revq_core.training.config import TrainConfig
 
-        _check_config(config)
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig (e.g. preset('demo')), got {type(config).__name__}.")
     check_device(device)
     if output_dir is None:
         return

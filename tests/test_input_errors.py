@@ -32,7 +32,7 @@ def latents():
     return torch.randn(64, 32, 8, 8, generator=generator), torch.randn(16, 32, 8, 8, generator=generator)
 
 
-# ---- 1. TrainConfig fields checked at train() start ---------------------------------------------------
+# ---- 1. TrainConfig fields checked when the config is made (before any training) ------------------------
 
 @pytest.mark.parametrize("overrides, message", [
     ({"tokens_per_image": 0}, "tokens_per_image must be a positive integer, got 0"),
@@ -46,14 +46,19 @@ def latents():
     ({"codes_per_group": 0}, "codes_per_group must be a positive integer, got 0"),
     ({"latent_shape": (32, 8)}, r"latent_shape must be \(C, H, W\)"),
 ])
-def test_bad_train_config_fails_before_training(latents, tmp_path, overrides, message):
-    train_latents, val_latents = latents
-    config = preset("tiny", **overrides)
+def test_bad_train_config_fails_before_training(overrides, message):
+    """A config checks itself when it is made, so a bad field never reaches train() (a negative batch size once
+    saved a "model" of 0 steps) nor the training notebook's first cell."""
     with pytest.raises(ValueError, match=message):
-        train(config, train_latents, val_latents, output_dir=tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / "model").exists()  # a negative batch size used to save a "model" of 0 steps
-    with pytest.raises(ValueError, match=message):  # the training notebook's first cell checks the same
-        pipeline.check_run_setup("cpu", tmp_path / "run", config)
+        preset("tiny", **overrides)
+
+
+def test_check_run_setup_and_train_refuse_what_is_not_a_train_config(latents, tmp_path):
+    with pytest.raises(TypeError, match=r"config must be a TrainConfig \(e.g. preset\('demo'\)\)"):
+        pipeline.check_run_setup("cpu", tmp_path / "run", {"epochs": 2})
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        train({"epochs": 2}, *latents, output_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_empty_validation_latents_are_refused(latents):

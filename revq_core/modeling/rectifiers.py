@@ -104,26 +104,28 @@ class ResidualRectifier(nn.Module):
         return latent + self.body(latent)
 
 
-# The registry: kind -> builder(latent_shape (C, H, W), width, depth) -> module (B, C, H, W) -> (B, C, H, W).
-# A new rectifier is one entry here (its own hyper-parameters beyond width and depth as keyword defaults).
+# The registry: kind -> builder(config) -> module (B, C, H, W) -> (B, C, H, W), reading the ``ModelConfig`` fields
+# it needs. A new rectifier is one entry here; a new hyper-parameter is one ModelConfig field read by its builder.
 RECTIFIERS = {
-    "vit": lambda latent_shape, width, depth: ViTRectifier(latent_shape[0], width, depth),
-    "cnn": lambda latent_shape, width, depth: CNNRectifier(latent_shape[0], width, depth),
-    "mlp": lambda latent_shape, width, depth: MLPRectifier(tuple(latent_shape), width, depth),
-    "identity": lambda latent_shape, width, depth: nn.Identity(),
+    "vit": lambda config: ViTRectifier(config.latent_shape[0], config.rectifier_width, config.rectifier_depth),
+    "cnn": lambda config: CNNRectifier(config.latent_shape[0], config.rectifier_width, config.rectifier_depth),
+    "mlp": lambda config: MLPRectifier(tuple(config.latent_shape), config.rectifier_width, config.rectifier_depth),
+    "identity": lambda config: nn.Identity(),
 }
 
 
-def build_rectifier(kind: str = "vit", latent_shape: tuple[int, int, int] = (32, 8, 8), width: int = 512,
-                    depth: int = 3, residual: bool = False) -> nn.Module:
-    """A rectifier by name from ``RECTIFIERS``: "vit" (paper default), "cnn", "mlp" or "identity" (none).
+def build_rectifier(config, kind: str | None = None, residual: bool | None = None) -> nn.Module:
+    """The rectifier a ``ModelConfig`` describes: ``RECTIFIERS[kind or config.rectifier]`` sized by the config.
 
-    ``residual=True`` makes it start as the identity (see the module docstring): ViT and CNN are wrapped as
-    ``ResidualRectifier``; the MLP, residual already, gets its output layer zero-initialised.
+    ``residual`` (default ``config.rectifier_residual``) makes it start as the identity (see the module
+    docstring): ViT and CNN are wrapped as ``ResidualRectifier``; the MLP, residual already, gets its output
+    layer zero-initialised. ``kind`` / ``residual`` build another from the same sizes (the pre-encoder).
     """
+    kind = config.rectifier if kind is None else kind
+    residual = config.rectifier_residual if residual is None else residual
     if kind not in RECTIFIERS:
         raise ValueError(f"rectifier kind must be one of {tuple(RECTIFIERS)}, got {kind!r}.")
-    rectifier = RECTIFIERS[kind](latent_shape, width, depth)
+    rectifier = RECTIFIERS[kind](config)
     if not residual or kind == "identity":
         return rectifier
     if isinstance(rectifier, MLPRectifier):

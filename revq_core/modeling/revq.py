@@ -24,7 +24,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from revq_core.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
 from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.normalizer import LatentNormalizer
-from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
+from revq_core.modeling.quantizers import build_quantizer
+from revq_core.modeling.quantizers.base import check_codes_in_vocabulary
 from revq_core.modeling.rectifiers import build_rectifier
 
 
@@ -33,49 +34,68 @@ class ReVQOutput(NamedTuple):
     quantized: torch.Tensor  # (B, C, H, W) normalized quantized latent
     codes: torch.Tensor  # (B, T) int64
     loss: torch.Tensor  # loss_quant + loss_rect (+ commitment with a pre-encoder)
-    loss_quant: torch.Tensor  # MSE(tokens, codes): trains the codebook only
+    loss_quant: torch.Tensor  # the quantizer's own loss (ReVQ: MSE(tokens, codes), trains the codebook only)
     loss_rect: torch.Tensor  # MSE(latent, rectified): trains the rectifier only
 
 
 class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https://github.com/Neur-IO/ReVQ",
            tags=["revq", "vq-vae", "image-tokenizer"]):
-    """A VQ tokenizer made from a frozen VAE's latent space.
+    """A VQ tokenizer made from a frozen VAE's latent space: normalizer -> quantizer -> rectifier.
 
-    Args:
-        latent_shape: (C, H, W) of the VAE latent; (32, 8, 8) for DC-AE f32c32 at 256 x 256.
-        tokens_per_image: T; the code dimension is C*H*W / T.
-        codes_per_group: K, codes per codebook.
-        num_groups: G codebooks (token t uses t % G); default T, or 1 for ``split="single"``.
-        split: "channel" (paper), "spatial" or "single".
-        rectifier: "vit" (paper), "cnn", "mlp" or "identity"; ``rectifier_width``/``rectifier_depth`` size it.
-        rectifier_residual: ``latent + rectifier(latent)``, starting at the identity (not the paper's; CPU demos).
-        pre_encoder: None (paper) or a rectifier kind placed before the quantizer (the paper's ablation);
-            it is trained through a straight-through estimator with a ``commitment_weight`` term.
-        vae: name or path of the VAE whose latents this model quantizes (recorded, not loaded).
+    ``ReVQ(config)`` with a ``ModelConfig`` (modeling/config.py lists every field), or ``ReVQ(**fields)`` with
+    that config's fields as keywords (``ReVQ(tokens_per_image=256, codes_per_group=65536)``); ``vae`` names
+    the VAE whose latents this model quantizes (recorded in config.json, not loaded). The quantizer is
+    ``QUANTIZERS[config.quantizer]`` (the paper's channel multi-group one by default), used only through
+    the quantizer contract (``modeling/quantizers/base.py``); the rectifier is ``RECTIFIERS[config.rectifier]``.
+    With ``config.pre_encoder`` (the paper's "extra encoder" ablation) a second rectifier sits before the
+    quantizer, trained through a straight-through estimator with a ``commitment_weight`` term.
     """
 
-    def __init__(self, latent_shape: tuple[int, int, int] = (32, 8, 8), tokens_per_image: int = 512,
-                 codes_per_group: int = 16384, num_groups: int | None = None, split: str = "channel",
-                 rectifier: str = "vit", rectifier_width: int = 512, rectifier_depth: int = 3,
-                 pre_encoder: str | None = None, commitment_weight: float = 0.25, vae: str | None = None,
-                 rectifier_residual: bool = False):
+    def __init__(self, config: ModelConfig | None = None, vae: str | None = None, **fields):
         super().__init__()
-        self.latent_shape = tuple(int(size) for size in latent_shape)
-        self.tokens_per_image = tokens_per_image
-        self.codes_per_group = codes_per_group
+        if config is not None and fields:
+            raise TypeError(f"pass a ModelConfig or its fields as keywords, not both (got config and {sorted(fields)}).")
+        if config is not None and not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}; for a dict (config.json) "
+                            f"use ModelConfig.from_dict(values).")
+        self.config = config if config is not None else ModelConfig(**fields)
         self.vae_name = vae
-        self.architecture = ModelConfig(self.latent_shape, tokens_per_image, codes_per_group, num_groups, split,
-                                         rectifier, rectifier_width, rectifier_depth, rectifier_residual, pre_encoder)
-        num_groups = self.architecture.groups
-        self.normalizer = LatentNormalizer(self.latent_shape)
-        self.quantizer = Quantizer(num_groups, codes_per_group, code_dim_for_tokens(self.latent_shape, tokens_per_image),
-                                   split, self.latent_shape)
-        self.rectifier = build_rectifier(rectifier, self.latent_shape, rectifier_width, rectifier_depth,
-                                         rectifier_residual)
-        self.pre_encoder = None if pre_encoder is None else build_rectifier(
-            pre_encoder, self.latent_shape, rectifier_width, rectifier_depth)
-        self.commitment_weight = commitment_weight
+        self.normalizer = LatentNormalizer(self.config.latent_shape)
+        self.quantizer = build_quantizer(self.config)
+        self.rectifier = build_rectifier(self.config)
+        self.pre_encoder = None if self.config.pre_encoder is None else build_rectifier(
+            self.config, kind=self.config.pre_encoder, residual=False)
         self.__dict__["vae"] = None  # attached, never a submodule: not trained, not saved
+        # config.json: the config's fields and the VAE's name, flat (as every saved ReVQ has been written)
+        self._hub_mixin_config = {**self.config.to_dict(), "vae": vae}
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.config.latent_shape
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.config.tokens_per_image
+
+    @property
+    def codes_per_group(self) -> int:
+        return self.config.codes_per_group
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Every token id is below this (the quantizer's largest per-position vocabulary)."""
+        return self.quantizer.vocabulary_size
+
+    @property
+    def bits_per_image(self) -> float:
+        return self.quantizer.bits_per_image
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(quantizer parameters, everything else: rectifier and pre-encoder), the recipe's two optimizer
+        groups (own learning rates, weight decay and gradient clipping)."""
+        quantizer_params = list(self.quantizer.parameters())
+        rectifier_params = [param for name, param in self.named_parameters() if not name.startswith("quantizer.")]
+        return quantizer_params, rectifier_params
 
     # ---- training-time forward on normalized latents ------------------------------------------
     def forward(self, latent: torch.Tensor) -> ReVQOutput:
@@ -95,7 +115,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         straight_through = encoded + (quantized - encoded).detach()
         rectified = self.rectifier(straight_through)
         loss_rect = F.mse_loss(rectified, latent)
-        loss = loss_quant + loss_rect + self.commitment_weight * commitment
+        loss = loss_quant + loss_rect + self.config.commitment_weight * commitment
         return ReVQOutput(rectified, quantized, codes, loss, loss_quant, loss_rect)
 
     # ---- tokenizer API on VAE latents ----------------------------------------------------------
@@ -117,7 +137,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> VAE latent (B, C, H, W), rectified and denormalized; B >= 1 (an empty batch
         raises ValueError)."""
-        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        self._check_codes(codes)
         check_not_empty(codes, "codes")
         self._check_weights_have_data()
         return self.normalizer.denormalize(self.rectifier(self.quantizer.decode(codes)))
@@ -126,6 +146,13 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
     def reconstruct_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """VAE latent (B, C, H, W) -> its tokenized-and-back VAE latent (B, C, H, W)."""
         return self.detokenize(self.tokenize(latent))
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        """Token ids (B, T): integers, T per item, each inside its position's vocabulary."""
+        check_codes(codes, self.tokens_per_image, self.vocabulary_size)
+        sizes = self.quantizer.vocabulary_sizes
+        if bool((sizes != sizes[0]).any()):
+            check_codes_in_vocabulary(codes, sizes)
 
     def _check_weights_have_data(self) -> None:
         """Raise if the model's own weights are on the 'meta' device (built there, never loaded)."""
@@ -191,7 +218,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         """Token ids (B, T) -> images (B, 3, H, W) in [-1, 1] (clamped); B >= 1 (an empty batch raises
         ValueError)."""
         vae = self._require_vae()
-        check_codes(codes, self.tokens_per_image, self.codes_per_group)
+        self._check_codes(codes)
         check_not_empty(codes, "codes")
         latent = self.detokenize(codes.to(self.normalizer.mean.device))
         return vae.decode(latent)
@@ -220,6 +247,19 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
                              f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
                              "Pass a directory written by ReVQ.save_pretrained (config.json + model.safetensors), "
                              "or a hub id with network access.") from error
+
+    @classmethod
+    def _from_pretrained(cls, *, config=None, vae: str | None = None, strict: bool = True, **kwargs) -> "ReVQ":
+        """huggingface_hub's builder, given config.json's values (flat: the ``ModelConfig`` fields and ``vae``,
+        also passed one by one as keywords): the model is built from ``ModelConfig.from_dict`` (files written
+        before a field existed take its default) and the weights are loaded strictly (a checkpoint of another
+        quantizer or shape is an error, not a half-loaded model)."""
+        download = {key: kwargs.pop(key) for key in ("model_id", "revision", "cache_dir", "force_download",
+                                                    "local_files_only", "token", "map_location") if key in kwargs}
+        values = {**(config if isinstance(config, dict) else {}), **kwargs}
+        values.pop("vae", None)
+        model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(values)
+        return super()._from_pretrained(config=model_config, vae=vae, strict=strict, **download)
 
 
 def _refuse_authors_format(name: str, path: Path) -> None:
@@ -265,13 +305,24 @@ def _check_pretrained_dir(path: Path) -> None:
     from safetensors import safe_open
 
     try:
+        architecture = ModelConfig.from_dict({key: value for key, value in config.items() if key != "vae"})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config_path} does not describe a ReVQ this version can build: {error}") from error
+    with torch.device("meta"):  # shapes only: nothing allocated
+        expected = {name: tuple(tensor.shape) for name, tensor in ReVQ(architecture).state_dict().items()}
+    try:
         with safe_open(weights_path, framework="pt") as weights:
-            codebook_shape = tuple(weights.get_slice("quantizer.codebook").get_shape())
+            stored = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
     except Exception as error:
         raise ValueError(f"{weights_path} cannot be read ({type(error).__name__}: {error}); the file is truncated "
                          "or damaged. Save the model again or copy the file anew.") from error
-    architecture = ModelConfig.of(config)
-    expected = (architecture.groups, architecture.codes_per_group, architecture.code_dim)
-    if codebook_shape != expected:
-        raise ValueError(f"{weights_path} holds a codebook of shape {codebook_shape} but {config_path} describes "
-                         f"{expected} (G, K, D): the weights belong to another configuration.")
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    reshaped = sorted(name for name in set(expected) & set(stored) if expected[name] != stored[name])
+    if missing or unexpected or reshaped:
+        details = [f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for label, names in
+                   (("missing", missing), ("unexpected", unexpected), ("other shapes", reshaped)) if names]
+        shapes = [f"{name} {stored[name]} vs {expected[name]}" for name in reshaped[:2]]
+        raise ValueError(f"{weights_path} does not hold the weights of the model {config_path} describes "
+                         f"(quantizer {architecture.quantizer!r}, T = {architecture.tokens_per_image}; "
+                         f"{'; '.join(details)}{'; ' + ', '.join(shapes) if shapes else ''}): the weights belong to "
+                         "another configuration or quantizer.")

@@ -1,9 +1,9 @@
-"""The codebook gradient added in place: a speed trick for CPU training, installed by the trainer.
+"""The codebook gradient added in place: a speed trick for CPU training (``MultiGroupQuantizer.prepare_training``).
 
 The quantizer looks its codes up with ``index_select`` (``Quantizer.lookup``), whose backward allocates a
 fresh dense (G, K, D) gradient every step. On the CPU the first touch of that fresh memory costs ~35 ms at
 512T and ~0.6-1.7 s at K = 262,144 (page faults; benchmarks/README.md). ``InPlaceCodebookGrad``, once
-installed on a quantizer (``install(quantizer, mode)``), makes the lookup's backward add into the kept
+set on a quantizer (``quantizer.in_place_grad``, by its ``prepare_training`` on the CPU), makes the lookup's backward add into the kept
 dense ``codebook.grad`` instead, in one of two modes, with the same numbers:
 
 - ``"rows"`` (one process): ``index_add_`` of the batch's B * T rows straight into ``codebook.grad``; autograd
@@ -14,7 +14,7 @@ dense ``codebook.grad`` instead, in one of two modes, with the same numbers:
 
 Where ``codebook.grad`` does not exist yet (the first step) the backward returns index_select's dense
 gradient, so ``.grad`` is never sparse; the rows are zeroed whole whenever they are not known (first step,
-a replaced tensor). Only for loops that call ``.backward()``; ``uninstall`` restores the plain lookup.
+a replaced tensor). Only for loops that call ``.backward()``; ``finish_training`` restores the plain lookup.
 """
 from __future__ import annotations
 
@@ -61,17 +61,6 @@ class InPlaceCodebookGrad:
 
     def __getstate__(self):  # deep copies and pickling: the recorded rows belong to this .grad tensor only
         return {**self.__dict__, "_rows_since_zero": None, "_zeroed_grad": None}
-
-
-def install(quantizer, mode: str = "rows") -> InPlaceCodebookGrad:
-    """Make ``quantizer``'s lookup add its codebook gradient in place (see the module docstring)."""
-    quantizer.in_place_grad = InPlaceCodebookGrad(quantizer.codebook, mode)
-    return quantizer.in_place_grad
-
-
-def uninstall(quantizer) -> None:
-    """Back to the plain lookup: a fresh gradient each backward, as any module."""
-    quantizer.in_place_grad = None
 
 
 class _CodebookRows(torch.autograd.Function):

@@ -11,7 +11,6 @@ latents), as in ``revq_core.training.trainer.evaluate_latent_mse``: predicting t
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Iterable, Sequence
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.normalizer import LatentNormalizer
-from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
+from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
 from revq_core.modeling.rectifiers import count_parameters
 from revq_core.training.config import TrainConfig
 from revq_core.training.trainer import train
@@ -58,13 +57,14 @@ def run_config(config: TrainConfig, train_latents: torch.Tensor, val_latents: to
     """
     model, history = train(config, train_latents, val_latents, progress=False)
     val_mse, val_quant_mse = history.val_mse[-1], history.val_quant_mse[-1]
+    architecture = config.model
     return {
-        "tokens": config.tokens_per_image,
-        "code_dim": code_dim_for_tokens(tuple(config.latent_shape), config.tokens_per_image),
-        "codes": config.codes_per_group,
-        "split": config.split,
-        "rectifier": config.rectifier,
-        "pre_encoder": config.pre_encoder,
+        "tokens": architecture.tokens_per_image,
+        "code_dim": architecture.code_dim,
+        "codes": architecture.codes_per_group,
+        "split": architecture.split,
+        "rectifier": architecture.rectifier,
+        "pre_encoder": architecture.pre_encoder,
         "reset": config.reset,
         "init": config.init,
         "epochs": config.epochs,
@@ -82,13 +82,14 @@ def run_config(config: TrainConfig, train_latents: torch.Tensor, val_latents: to
 
 def sweep(base: TrainConfig, overrides: Iterable[dict], train_latents: torch.Tensor,
           val_latents: torch.Tensor) -> list[dict]:
-    """``run_config`` for each dict of TrainConfig field overrides applied to ``base``; one row per run.
+    """``run_config`` for each dict of config field overrides (TrainConfig's or its model's, as ``preset`` takes
+    them) applied to ``base``; one row per run.
 
     Each row also holds the override dict under ``"overrides"``. Latents as in ``run_config``.
     """
     rows = []
     for override in overrides:
-        row = run_config(dataclasses.replace(base, **override), train_latents, val_latents)
+        row = run_config(base.replace(**override), train_latents, val_latents)
         row["overrides"] = dict(override)
         rows.append(row)
     return rows
@@ -109,9 +110,8 @@ def quantizer_only_mse(train_latents: torch.Tensor, val_latents: torch.Tensor, t
     latent_shape = tuple(train_latents.shape[1:])
     normalizer = LatentNormalizer(latent_shape)
     normalizer.fit(train_latents)
-    groups = ModelConfig(latent_shape, tokens_per_image, split=split).groups
-    quantizer = Quantizer(groups, codes_per_group, code_dim_for_tokens(latent_shape, tokens_per_image), split,
-                          latent_shape)
+    quantizer = MultiGroupQuantizer.from_config(ModelConfig(latent_shape, tokens_per_image,
+                                                            codes_per_group=codes_per_group, split=split))
     quantizer.init_from_samples(normalizer.normalize(train_latents.float()), method=method,
                                 kmeans_iters=kmeans_iters, generator=torch.Generator().manual_seed(seed))
     total = 0.0
@@ -135,7 +135,7 @@ def codebook_scaling(train_latents: torch.Tensor, val_latents: torch.Tensor, tok
     for tokens_per_image in tokens:
         for codes_per_group in codes:
             mse = quantizer_only_mse(train_latents, val_latents, tokens_per_image, codes_per_group, **quantizer_kwargs)
-            rows.append({"tokens": tokens_per_image, "code_dim": code_dim_for_tokens(latent_shape, tokens_per_image),
+            rows.append({"tokens": tokens_per_image, "code_dim": math.prod(latent_shape) // tokens_per_image,
                          "codes": codes_per_group, "mse": mse})
             if level is not None and mse <= level:
                 break

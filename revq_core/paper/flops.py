@@ -112,13 +112,13 @@ def count_flops(module: nn.Module, *inputs) -> int:
 def count_flops_by_kind(module: nn.Module, *inputs) -> dict[str, int]:
     """Forward FLOPs of ``module(*inputs)`` as {"search": ..., "layers": ...}, 2 per multiply-add.
 
-    "search": the nearest-code search of every revq ``Quantizer`` called inside (``quantizer(latent)``,
+    "search": the nearest-code search of every revq ``MultiGroupQuantizer`` called inside (``quantizer(latent)``,
     ``module`` itself or a submodule), counted from its shapes by ``search_flops`` whichever kernel runs it.
     FlopCounterMode counts the torch matmul fallback but sees nothing of the fused C++ (``cpu_search``) or
     Triton (``gpu_search``) kernels, so whatever it counted inside a quantizer call is replaced by that
     number (the quantizer's code lookup and loss do no matmul). "layers": every other matmul and convolution.
     """
-    from revq_core.modeling.quantizer import Quantizer
+    from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
 
     quantizer_calls = []  # (FLOPs FlopCounterMode counted inside the call, its search's FLOPs from the shapes)
     counted_before_call = []
@@ -131,7 +131,7 @@ def count_flops_by_kind(module: nn.Module, *inputs) -> dict[str, int]:
             searched = search_flops(output.codes.numel(), quantizer.codes_per_group, quantizer.code_dim)
             quantizer_calls.append((counted_inside, searched))
 
-        quantizers = [submodule for submodule in module.modules() if isinstance(submodule, Quantizer)]
+        quantizers = [submodule for submodule in module.modules() if isinstance(submodule, MultiGroupQuantizer)]
         hooks = [hook for quantizer in quantizers for hook in (quantizer.register_forward_pre_hook(before_quantizer),
                                                                 quantizer.register_forward_hook(after_quantizer))]
         try:

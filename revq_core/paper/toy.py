@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from revq_core.modeling.quantizer import Quantizer
-from revq_core.modeling.reset import CodeUsage, reset_unused_codes
+from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
+from revq_core.modeling.quantizers.reset import CodeUsage, reset_unused_codes
 
 TOY_LATENT_SHAPE = (2, 1, 1)
 TOY_DISTRIBUTIONS = ("blobs", "ring", "anisotropic")
@@ -60,8 +60,8 @@ def points_to_latents(points: torch.Tensor) -> torch.Tensor:
 def build_toy_quantizer(multi_group: bool, codes_per_group: int) -> Quantizer:
     """T = 2 tokens of D = 1: G = 2 codebooks (one per coordinate, "channel") or G = 1 shared ("single")."""
     if multi_group:
-        return Quantizer(2, codes_per_group, 1, split="channel", latent_shape=TOY_LATENT_SHAPE)
-    return Quantizer(1, codes_per_group, 1, split="single", latent_shape=TOY_LATENT_SHAPE)
+        return MultiGroupQuantizer(2, codes_per_group, 1, split="channel", latent_shape=TOY_LATENT_SHAPE)
+    return MultiGroupQuantizer(1, codes_per_group, 1, split="single", latent_shape=TOY_LATENT_SHAPE)
 
 
 @torch.no_grad()

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +27,10 @@ from revq_core import cpu_threads
 from revq_core.checks import check_device, check_finite, check_latents
 from revq_core.data.files import atomic_write_text
 from revq_core.modeling.config import ModelConfig
-from revq_core.modeling.reset import CodeUsage, reset_unused_codes
 from revq_core.modeling.revq import ReVQ
-from revq_core.ops import codebook_grad
 from revq_core.training import distributed
 from revq_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from revq_core.training.config import TrainConfig, _check_config
+from revq_core.training.config import TrainConfig
 from revq_core.training.run_dir import CHECKPOINT, HISTORY, MODEL, claim_run_directory
 
 
@@ -45,9 +42,9 @@ def compile_rectifier(model: ReVQ, config: TrainConfig) -> None:
         model.rectifier.compile(mode=mode)
 
 
-def build_model(config: TrainConfig, vae: str | None = None) -> ReVQ:
-    """An untrained ReVQ with the configuration's architecture."""
-    return ReVQ(**ModelConfig.of(config).as_kwargs(), vae=vae)
+def build_model(config: TrainConfig | ModelConfig, vae: str | None = None) -> ReVQ:
+    """An untrained ReVQ with the configuration's architecture (``config.model`` of a TrainConfig)."""
+    return ReVQ(config.model if isinstance(config, TrainConfig) else config, vae=vae)
 
 
 class TrainingDiverged(RuntimeError):
@@ -116,20 +113,19 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     with run_lock:  # released when training ends, also when it raises
         torch.manual_seed(config.seed)
         model = build_model(config, vae).to(device)
-        set_in_place_codebook_grad(model, device)
+        model.quantizer.prepare_training(device, distributed.is_distributed())
         if normalizer_statistics is None:
             model.normalizer.fit(train_latents)
         else:
             model.normalizer.set_statistics(*normalizer_statistics)
         data = _data_fingerprint(train_latents, model, vae)
-        optimizer, scheduler = _optimizer_and_scheduler(model, config)
-        usage = CodeUsage(model.quantizer.num_groups, config.codes_per_group, model.quantizer.group_of_token)
+        optimizer, scheduler = optimizer_and_scheduler(model, config)
         history, start_epoch = History(), 0
 
         if resume and checkpoint_path is not None and checkpoint_path.is_file():
             start_epoch = _restore(checkpoint_path, config, data, model, optimizer, scheduler, history)
         else:
-            _init_codebook(model, config, train_latents, device)
+            init_quantizer(model, config, train_latents, device)
         compile_rectifier(model, config)
         step_model = distributed.wrap_model(model, device)  # DDP over ranks; the model itself on one
 
@@ -138,9 +134,9 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
                       total=config.epochs)
         for epoch in epochs:
             started = time.perf_counter()
-            losses = _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress,
-                                  checkpoint_path, step_model)
-            stats = _end_of_epoch_reset(model, usage, config, epoch)
+            losses = train_epoch(model, optimizer, config, train_latents, epoch, device, progress,
+                                 checkpoint_path, step_model)
+            stats = end_of_epoch(model, config, epoch)
             val_mse, val_quant_mse = _validation_mse(model, val_latents, config.val_batch_size) \
                 if val_latents is not None else (math.nan, math.nan)
             _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, time.perf_counter() - started)
@@ -153,7 +149,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
         if writes_files and len(history.epoch) and history.epoch[-1] == config.epochs - 1:
             model.save_pretrained(output_dir / MODEL)
         distributed.barrier()  # no rank returns (or resumes) before rank 0's files are written
-    codebook_grad.uninstall(model.quantizer)  # the returned model behaves like any module in users' loops
+    model.quantizer.finish_training()  # the returned model behaves like any module in users' loops
     model.zero_grad(set_to_none=True)  # no codebook-sized gradient kept alive (2 GiB at K = 262,144)
     return model, history
 
@@ -198,8 +194,8 @@ def _squared_error_sums(model: ReVQ, latents: torch.Tensor, batch_size: int) -> 
 
 
 # ---- pieces of the loop -------------------------------------------------------------------------
-def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, progress, checkpoint_path,
-                 step_model=None):
+def train_epoch(model, optimizer, config, train_latents, epoch, device, progress=False, checkpoint_path=None,
+                step_model=None):
     """One pass over shuffled training latents; returns mean (loss, loss_quant, loss_rect).
 
     ``step_model`` runs the forward (DDP around ``model`` over ranks, default ``model``); each rank
@@ -210,15 +206,13 @@ def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, 
     order = torch.randperm(train_latents.shape[0], generator=_generator(config.seed, epoch, "shuffle"))
     steps = train_latents.shape[0] // config.batch_size  # drop_last, as the authors do
     totals = torch.zeros(3, dtype=torch.float64)
-    quantizer_params = list(model.quantizer.parameters())
-    rectifier_params = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
+    quantizer_params, rectifier_params = model.parameter_groups()
     for step in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         batch_ids = distributed.shard_of_batch(order[step * config.batch_size:(step + 1) * config.batch_size],
                                                config.batch_size)
         latent = model.normalizer.normalize(train_latents[batch_ids].to(device, non_blocking=True).float())
         try:
-            output = train_step(step_model, model, latent, optimizer, usage, quantizer_params, rectifier_params,
-                                config)
+            output = train_step(step_model, model, latent, optimizer, quantizer_params, rectifier_params, config)
         except TrainingDiverged as error:
             where = f"the last good checkpoint {checkpoint_path} is intact" if checkpoint_path else "no checkpoint was written"
             raise TrainingDiverged(f"{error} at epoch {epoch}, step {step}; {where}. Lower the learning rates or "
@@ -228,7 +222,7 @@ def _train_epoch(model, optimizer, usage, config, train_latents, epoch, device, 
     return tuple(distributed.all_reduce_mean(totals / max(steps, 1)).tolist())
 
 
-def train_step(step_model, model: ReVQ, latent: torch.Tensor, optimizer, usage, quantizer_params, rectifier_params,
+def train_step(step_model, model: ReVQ, latent: torch.Tensor, optimizer, quantizer_params, rectifier_params,
                config: TrainConfig):
     """One training step on a normalized latent batch (B, C, H, W), as ``train()`` runs it: the forward of
     ``step_model`` (``model`` or DDP around it; bf16 autocast where ``config.autocast_bf16``), a check that
@@ -239,55 +233,31 @@ def train_step(step_model, model: ReVQ, latent: torch.Tensor, optimizer, usage, 
     if not torch.isfinite(output.loss):
         raise TrainingDiverged(f"loss became {output.loss.item()} (loss_quant {output.loss_quant.item()}, "
                                f"loss_rect {output.loss_rect.item()})")
-    optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip,
-                   quantizer=model.quantizer)
+    optimizer_step(output, optimizer, model.quantizer, rectifier_params, config.grad_clip)
     return output
 
 
-def set_in_place_codebook_grad(model: ReVQ, device: torch.device) -> None:
-    """On the CPU, install ``ops.codebook_grad.InPlaceCodebookGrad`` on the quantizer: each step's codebook
-    gradient is added into one kept tensor (no fresh codebook-sized page faults per step; the same numbers),
-    straight into the rows the batch touched in a single process, through autograd (so DDP's all-reduce sees
-    it) over several ranks. On CUDA the caching allocator already reuses the memory: the plain path stays."""
-    if torch.device(device).type != "cpu":
-        codebook_grad.uninstall(model.quantizer)
-    else:
-        codebook_grad.install(model.quantizer, "sparse" if distributed.is_distributed() else "rows")
-
-
-def optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, grad_clip: float,
-                   quantizer=None) -> None:
-    """The update of one training step after its forward: backward of ``output.loss``, gradient-norm
-    clipping at ``grad_clip`` per parameter group (quantizer, rectifier), AdamW, and the batch's codes
-    ``output.codes`` (B, T) added to ``usage``. ``quantizer``: where it keeps its gradient tensor (an
-    installed ``in_place_grad``), that gradient is zeroed in place instead of dropped; all other gradients
-    are dropped."""
-    if quantizer is not None and quantizer.in_place_grad is not None:
-        for param in rectifier_params:
-            param.grad = None
-        quantizer.in_place_grad.zero_grad()
-    else:
-        optimizer.zero_grad(set_to_none=True)
+def optimizer_step(output, optimizer, quantizer, rectifier_params, grad_clip: float) -> None:
+    """The update of one training step after its forward: gradients released (the rectifier's dropped, the
+    quantizer's as its ``release_gradients`` does), backward of ``output.loss``, gradient-norm clipping at
+    ``grad_clip`` per parameter group (quantizer, rectifier), AdamW. The quantizer counted its codes in
+    the forward (training mode)."""
+    for param in rectifier_params:
+        param.grad = None
+    quantizer.release_gradients()
     output.loss.backward()
-    torch.nn.utils.clip_grad_norm_(quantizer_params, grad_clip)
+    torch.nn.utils.clip_grad_norm_(list(quantizer.parameters()), grad_clip)
     torch.nn.utils.clip_grad_norm_(rectifier_params, grad_clip)
     optimizer.step()
-    usage.update(output.codes)
 
 
-def _end_of_epoch_reset(model, usage, config, epoch) -> tuple[float, int]:
-    """Reset unused codes (if enabled), zero the counts; returns (usage before reset, codes reset).
-
-    Over ranks the counts (G, K) are summed first, so every rank resets the same codes."""
-    distributed.all_reduce_sum(usage.counts)
-    if config.reset:
-        stats = reset_unused_codes(model.quantizer.codebook.data, usage.counts, config.reset_ratio,
-                                   config.reset_noise, _generator(config.seed, epoch, "reset"))
-        result = (stats.usage, stats.codes_reset)
-    else:
-        result = (usage.usage(), 0)
-    usage.zero_()
-    return result
+def end_of_epoch(model, config, epoch) -> tuple[float, int]:
+    """The quantizer's end-of-epoch maintenance (ReVQ: the non-activation reset when ``config.reset``), with the
+    epoch's own generator; returns (usage before it, codes reset). Over ranks the quantizer sums its usage
+    counts first (``distributed.all_reduce_sum``), so every rank maintains itself identically."""
+    stats = model.quantizer.end_epoch(config.reset, config.reset_ratio, config.reset_noise,
+                                      _generator(config.seed, epoch, "reset"), all_reduce=distributed.all_reduce_sum)
+    return stats.usage, stats.codes_reset
 
 
 def _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, seconds) -> None:
@@ -304,10 +274,13 @@ def _record(history, epoch, losses, val_mse, val_quant_mse, stats, optimizer, se
     history.seconds.append(seconds)
 
 
-def _optimizer_and_scheduler(model: ReVQ, config: TrainConfig):
-    rectifier_params = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
+def optimizer_and_scheduler(model: ReVQ, config: TrainConfig):
+    """The recipe's AdamW over the model's two parameter groups (quantizer: ``quantizer_lr``, no weight decay;
+    rectifier: ``rectifier_lr_ratio`` x that, ``rectifier_weight_decay``) and its ExponentialLR, stepped once
+    per epoch down to ``final_lr_fraction`` of the start."""
+    quantizer_params, rectifier_params = model.parameter_groups()
     optimizer = torch.optim.AdamW([
-        {"params": list(model.quantizer.parameters()), "lr": config.quantizer_lr, "weight_decay": 0.0},
+        {"params": quantizer_params, "lr": config.quantizer_lr, "weight_decay": 0.0},
         {"params": rectifier_params, "lr": config.quantizer_lr * config.rectifier_lr_ratio,
          "weight_decay": config.rectifier_weight_decay},
     ], betas=tuple(config.betas), **({"fused": True} if config.fused_adamw else {"foreach": True}))
@@ -315,16 +288,15 @@ def _optimizer_and_scheduler(model: ReVQ, config: TrainConfig):
     return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
 
 
-def _init_codebook(model: ReVQ, config: TrainConfig, train_latents: torch.Tensor, device) -> None:
-    """Codebooks from (normalized) training latents, as the authors do with a cached subset: a pool of
-    ``config.init_latents`` training latents (N, C, H, W) drawn at random (all when None or fewer), each
-    group's K codes copied from its tokens in the pool (``Quantizer.init_from_samples``: without replacement
-    where the pool holds at least K tokens per group, else with replacement, so any K starts from any data).
-    The pool is gathered and normalized in chunks into one tensor on ``device`` (524,288 latents: 4 GiB)."""
+def init_quantizer(model: ReVQ, config: TrainConfig, train_latents: torch.Tensor, device) -> None:
+    """The quantizer's initialisation (``config.init``) from (normalized) training latents, as the authors do
+    with a cached subset: where the quantizer wants samples, a pool of ``config.init_latents`` training
+    latents (N, C, H, W) drawn at random (all when None or fewer), gathered and normalized in chunks into one
+    tensor on ``device`` (524,288 latents: 4 GiB), through the pre-encoder where there is one. ReVQ copies
+    each group's K codes from its tokens in the pool (``MultiGroupQuantizer.init_from_samples``)."""
     generator = _generator(config.seed, 0, "init")
-    if config.init == "random":  # N(0, 1) codes, the scale of normalized latents; the toy/ablation setting
-        with torch.no_grad():
-            model.quantizer.codebook.copy_(torch.randn(model.quantizer.codebook.shape, generator=generator))
+    if not model.quantizer.wants_init_samples(config.init):
+        model.quantizer.init_from_samples(None, method=config.init, generator=generator)
         return
     count = train_latents.shape[0] if config.init_latents is None else min(config.init_latents, train_latents.shape[0])
     subset_ids = torch.randperm(train_latents.shape[0], generator=generator)[:count].sort().values
@@ -358,11 +330,10 @@ def _data_fingerprint(train_latents, model: ReVQ, vae: str | None) -> dict:
 def _check_same_data(path, saved: dict | None, current: dict) -> None:
     """A ``CheckpointError`` naming every difference between the checkpoint's data fingerprint and this
     run's; the statistics are compared with a tolerance (the pass that computes them may differ in the
-    last bits across machines). Checkpoints written before fingerprints existed pass with a warning."""
+    last bits across machines)."""
     if saved is None:
-        warnings.warn(f"{path} predates training-data fingerprints: resuming without checking that the latents "
-                      "and VAE are the ones it was trained on.")
-        return
+        raise CheckpointError(f"{path} holds no training-data fingerprint, so resuming it cannot be checked against "
+                              "these latents; start a new run (overwrite=True or a fresh output_dir).")
     labels = {"latents": "number of latents", "latent_shape": "latent shape", "vae": "vae"}
     differences = [f"{label}: checkpoint {saved.get(key)!r} vs now {current[key]!r}"
                    for key, label in labels.items() if saved.get(key) != current[key]]
@@ -381,7 +352,11 @@ def _restore(path, config, data, model, optimizer, scheduler, history) -> int:
     (``_data_fingerprint``); returns the next epoch to run."""
     state = load_checkpoint(path, map_location="cpu")
     saved, current = state.get("config", {}), config.recipe_dict()
-    differences = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+    # A field added to the config after the checkpoint was written is compared at its default (the value that
+    # reproduces what the older version did), so such checkpoints still resume.
+    added_defaults = TrainConfig().recipe_dict()
+    differences = {key: (saved.get(key, added_defaults.get(key)), value) for key, value in current.items()
+                   if saved.get(key, added_defaults.get(key)) != value}
     if differences:
         listed = ", ".join(f"{key}: checkpoint {old!r} vs now {new!r}" for key, (old, new) in differences.items())
         raise CheckpointError(f"{path} was written by another configuration ({listed}). Resume with the same "
@@ -418,8 +393,9 @@ def _check_inputs(config: TrainConfig, train_latents, val_latents) -> None:
     """Raise a one-line error on a bad config or bad latents (N, C, H, W) before any work is done."""
     from revq_core.checks import check_not_empty
 
-    _check_config(config)
-    latent_shape = tuple(config.latent_shape)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. preset('demo')), got {type(config).__name__}.")
+    latent_shape = config.model.latent_shape
     check_latents(train_latents[:1], latent_shape, "train_latents")
     for start in range(0, train_latents.shape[0], 65536):  # NaN/Inf anywhere, in bounded memory
         check_finite(train_latents[start:start + 65536], "train_latents")

@@ -39,14 +39,14 @@ def test_a_kl_vae_becomes_a_tokenizer(tmp_path, latent_channels, stages, latent_
     assert latents.shape == (24, *latent_shape) and torch.equal(latents, encode(vae, images))
 
     config = preset_for_latent("tiny", latent_shape, codes_per_group=16, epochs=2, batch_size=8, num_threads=1)
-    assert config.tokens_per_image == latent_channels * latent_shape[1] * latent_shape[2] // 4
+    assert config.model.tokens_per_image == latent_channels * latent_shape[1] * latent_shape[2] // 4
     model, history = train(config, latents[:16], latents[16:], vae=str(tmp_path / "kl"), progress=False)
     assert all(np.isfinite(history.val_mse)) and history.val_mse[-1] < history.val_mse[0] * 1.5
     model.save_pretrained(tmp_path / "tokenizer")
 
     tokenizer = ReVQ.from_pretrained(tmp_path / "tokenizer").attach_vae(load_vae(tmp_path / "kl"))
     codes = tokenizer.encode_images(images[:3])
-    assert codes.shape == (3, config.tokens_per_image) and int(codes.max()) < 16
+    assert codes.shape == (3, config.model.tokens_per_image) and int(codes.max()) < 16
     reconstructions = tokenizer.decode_codes(codes)
     assert reconstructions.shape == (3, 3, 64, 64) and bool(reconstructions.abs().le(1).all())
 
@@ -59,7 +59,7 @@ def test_a_kl_vae_becomes_a_tokenizer(tmp_path, latent_channels, stages, latent_
         Image.fromarray(((image.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(folder / f"{index}.png")
     tokenize.main([str(folder), "--out", str(tmp_path / "codes.npz"), "--model", str(tmp_path / "tokenizer"),
                    "--no-progress"])
-    assert tokenize.load_codes(tmp_path / "codes.npz")[0].shape == (2, config.tokens_per_image)
+    assert tokenize.load_codes(tmp_path / "codes.npz")[0].shape == (2, config.model.tokens_per_image)
 
 
 def test_pipeline_directories_and_other_classes(tmp_path):

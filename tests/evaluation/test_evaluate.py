@@ -256,9 +256,12 @@ def test_two_gloo_ranks_give_the_results_of_one(folder, tiny_vae, tmp_path):
     assert ranks[0]["world_size"] == 2 and single["world_size"] == 1
     for key in ("num_images", "skipped_files", "missing_metrics", "sources"):
         assert ranks[0][key] == single[key], key
+    # Each rank decodes its own batches: convolutions over batches of other sizes may take other kernels, whose
+    # float32 results differ in the last bits, and that moves a float32 SSIM by ~1e-6 relative (1.2e-6 seen on an
+    # Intel AVX-512 CPU); a wrong reduction over ranks would be off by far more.
     for protocol in PROTOCOLS:
         for source, scores in single["protocols"][protocol]["metrics"].items():
-            assert ranks[0]["protocols"][protocol]["metrics"][source] == pytest.approx(scores, rel=1e-6), source
+            assert ranks[0]["protocols"][protocol]["metrics"][source] == pytest.approx(scores, rel=1e-5), source
 
 
 # ---- the command line --------------------------------------------------------------------------------

@@ -160,7 +160,11 @@ def test_equal_to_a_float64_reference(height, width, noise):
     target = round_to_8_bits(smooth)  # originals are 8-bit images
     pred = target + noise * torch.randn(target.shape, generator=generator)  # unrounded, partly outside [0, 1]
     assert paper_psnr(pred, target).tolist() == pytest.approx(_reference_psnr(pred, target), rel=1e-6)
-    assert paper_ssim(pred, target).tolist() == pytest.approx(_reference_ssim(pred, target), rel=1e-10, abs=1e-12)
+    # The luma is float32 (as in the authors' evaluator): a pixel whose 255 Y lies within float32 rounding of a
+    # half may round to either level, as the CPU's kernel for the weighted sum goes (einsum -> BLAS here, three
+    # products and two sums in the reference). One level of one pixel moves the score by ~2e-6 relative (seen on
+    # an Intel AVX-512 CPU for (16, 23)); a wrong window, constant or clip would move it by orders more.
+    assert paper_ssim(pred, target).tolist() == pytest.approx(_reference_ssim(pred, target), rel=1e-5, abs=1e-12)
     assert paper_psnr(target, target).tolist() == [80.0] * 3
     assert paper_ssim(target, target).tolist() == pytest.approx([1.0] * 3, abs=1e-12)
 

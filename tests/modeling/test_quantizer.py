@@ -4,22 +4,31 @@ import pytest
 import torch
 from helpers import brute_force_codes
 
-from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens
+from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
 from revq_core.ops import codebook_grad, search
 from revq_core.ops.search import _chunk_sizes, nearest_codes
+
+
+def _in_place(quantizer, mode):
+    """The in-place codebook gradient as ``prepare_training`` sets it on the CPU ("rows": one process,
+    "sparse": under DDP); another mode name goes straight to ``InPlaceCodebookGrad`` (which refuses it)."""
+    if mode not in ("rows", "sparse"):
+        return codebook_grad.InPlaceCodebookGrad(quantizer.codebook, mode)
+    quantizer.prepare_training(torch.device("cpu"), distributed=mode == "sparse")
+    return quantizer.in_place_grad
 
 
 @pytest.mark.parametrize("split,groups,tokens", [("channel", 512, 512), ("channel", 128, 512), ("spatial", 128, 128),
                                                  ("spatial", 32, 32), ("single", 1, 256), ("channel", 64, 64)])
 def test_nearest_neighbour_equals_brute_force(split, groups, tokens):
-    quantizer = Quantizer(groups, 64, code_dim_for_tokens((32, 8, 8), tokens), split)
+    quantizer = MultiGroupQuantizer(groups, 64, 2048 // tokens, split)
     latent = torch.randn(6, 32, 8, 8)
     expected = brute_force_codes(quantizer.to_tokens(latent), quantizer.codebook.detach(), quantizer.group_of_token)
     assert torch.equal(quantizer.encode(latent), expected)
 
 
 def test_scaled_down_paper_config_matches_brute_force():
-    quantizer = Quantizer(512, 1024, 4, "channel")  # paper 512T layout, K scaled down 16x
+    quantizer = MultiGroupQuantizer(512, 1024, 4, "channel")  # paper 512T layout, K scaled down 16x
     latent = torch.randn(4, 32, 8, 8)
     expected = brute_force_codes(quantizer.to_tokens(latent), quantizer.codebook.detach(), quantizer.group_of_token)
     assert torch.equal(quantizer.encode(latent), expected)
@@ -49,7 +58,7 @@ def test_chunks_respect_the_memory_bound_at_paper_scale():
 
 
 def test_ties_go_to_the_lowest_index():
-    quantizer = Quantizer(1, 6, 4, "single", latent_shape=(4, 1, 1))
+    quantizer = MultiGroupQuantizer(1, 6, 4, "single", latent_shape=(4, 1, 1))
     with torch.no_grad():
         quantizer.codebook[0] = torch.tensor([[5.0] * 4, [1.0] * 4, [3.0] * 4, [1.0] * 4, [1.0] * 4, [-1.0] * 4])
     latent = torch.full((1, 4, 1, 1), 1.0)
@@ -84,7 +93,7 @@ def test_code_search_stays_float32_under_bf16_autocast(monkeypatch, cpu_kernel):
     matmul fallback's baddbmm would otherwise run in bf16 (~3 significant digits) and pick wrong codes. With
     the C++ kernel off ("0") the fallback runs; with it on ("1") the kernel, whatever autocast says."""
     monkeypatch.setenv("REVQ_CPU_KERNEL", cpu_kernel)
-    quantizer = Quantizer(64, 64, 32, "channel")
+    quantizer = MultiGroupQuantizer(64, 64, 32, "channel")
     latent = torch.randn(8, 32, 8, 8)
     expected = brute_force_codes(quantizer.to_tokens(latent), quantizer.codebook.detach(), quantizer.group_of_token)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -93,7 +102,7 @@ def test_code_search_stays_float32_under_bf16_autocast(monkeypatch, cpu_kernel):
 
 
 def test_search_builds_no_autograd_graph_and_gradients_reach_only_selected_codes():
-    quantizer = Quantizer(64, 32, 32, "channel")
+    quantizer = MultiGroupQuantizer(64, 32, 32, "channel")
     latent = torch.randn(3, 32, 8, 8)
     assert quantizer.encode(latent).grad_fn is None
     output = quantizer(latent)
@@ -105,7 +114,7 @@ def test_search_builds_no_autograd_graph_and_gradients_reach_only_selected_codes
 
 
 def test_forward_matches_encode_then_decode():
-    quantizer = Quantizer(256, 16, 8, "channel")
+    quantizer = MultiGroupQuantizer(256, 16, 8, "channel")
     latent = torch.randn(2, 32, 8, 8)
     output = quantizer(latent)
     assert output.codes.dtype == torch.int64 and output.codes.shape == (2, 256)
@@ -115,37 +124,37 @@ def test_forward_matches_encode_then_decode():
 
 
 def test_channel_split_tokens_are_consecutive_chunks_and_never_mix_channels():
-    quantizer = Quantizer(512, 4, 4, "channel")
+    quantizer = MultiGroupQuantizer(512, 4, 4, "channel")
     latent = torch.arange(2 * 2048, dtype=torch.float32).reshape(2, 32, 8, 8)
     tokens = quantizer.to_tokens(latent)
     assert torch.equal(tokens, latent.reshape(2, 512, 4))
     channel_of_value = torch.arange(32).repeat_interleave(64).float()[None].expand(2, -1).reshape(2, 32, 8, 8)
     token_channels = quantizer.to_tokens(channel_of_value)
     for code_dim in (4, 16, 64):  # every D <= H*W keeps one channel per token
-        token_channels = Quantizer(2048 // code_dim, 4, code_dim).to_tokens(channel_of_value)
+        token_channels = MultiGroupQuantizer(2048 // code_dim, 4, code_dim).to_tokens(channel_of_value)
         assert torch.equal(token_channels.amin(-1), token_channels.amax(-1))
 
 
 def test_spatial_split_and_secondary_split_layout():
     latent = torch.randn(2, 32, 8, 8)
-    per_position = Quantizer(64, 4, 32, "spatial").to_tokens(latent)  # T = H*W, D = C
+    per_position = MultiGroupQuantizer(64, 4, 32, "spatial").to_tokens(latent)  # T = H*W, D = C
     assert torch.equal(per_position[:, 8 * 3 + 5], latent[:, :, 3, 5])
-    secondary = Quantizer(128, 4, 16, "spatial").to_tokens(latent)  # T = 2 H*W: each C-vector cut in two
+    secondary = MultiGroupQuantizer(128, 4, 16, "spatial").to_tokens(latent)  # T = 2 H*W: each C-vector cut in two
     assert torch.equal(secondary[:, 2 * (8 * 3 + 5)], latent[:, :16, 3, 5])
     assert torch.equal(secondary[:, 2 * (8 * 3 + 5) + 1], latent[:, 16:, 3, 5])
-    merged = Quantizer(32, 4, 64, "spatial").to_tokens(latent)  # T = H*W / 2: two positions per token
+    merged = MultiGroupQuantizer(32, 4, 64, "spatial").to_tokens(latent)  # T = H*W / 2: two positions per token
     assert torch.equal(merged[:, 0], torch.cat([latent[:, :, 0, 0], latent[:, :, 0, 1]], dim=1))
 
 
 @pytest.mark.parametrize("split,groups,code_dim", [("channel", 512, 4), ("spatial", 128, 16), ("single", 1, 8)])
 def test_layout_round_trip(split, groups, code_dim):
-    quantizer = Quantizer(groups, 4, code_dim, split)
+    quantizer = MultiGroupQuantizer(groups, 4, code_dim, split)
     latent = torch.randn(3, 32, 8, 8)
     assert torch.equal(quantizer.to_latent(quantizer.to_tokens(latent)), latent)
 
 
 def test_token_t_uses_codebook_t_mod_groups():
-    quantizer = Quantizer(4, 3, 128, "channel")  # T = 16 tokens, G = 4 codebooks
+    quantizer = MultiGroupQuantizer(4, 3, 128, "channel")  # T = 16 tokens, G = 4 codebooks
     assert quantizer.group_of_token.tolist() == [t % 4 for t in range(16)]
     codes = torch.zeros(1, 16, dtype=torch.long)
     decoded_tokens = quantizer.to_tokens(quantizer.decode(codes))
@@ -154,7 +163,7 @@ def test_token_t_uses_codebook_t_mod_groups():
 
 
 def test_init_from_samples_copies_data_tokens_of_the_same_group():
-    quantizer = Quantizer(128, 20, 16)
+    quantizer = MultiGroupQuantizer(128, 20, 16)
     latents = torch.randn(30, 32, 8, 8)
     quantizer.init_from_samples(latents, generator=torch.Generator().manual_seed(1))
     tokens = quantizer.to_tokens(latents)  # (N, T, D)
@@ -166,7 +175,7 @@ def test_init_from_samples_copies_data_tokens_of_the_same_group():
 
 def test_kmeans_init_lowers_quantization_error():
     latents = torch.randn(200, 32, 8, 8)
-    samples, kmeans = Quantizer(64, 16, 32), Quantizer(64, 16, 32)
+    samples, kmeans = MultiGroupQuantizer(64, 16, 32), MultiGroupQuantizer(64, 16, 32)
     samples.init_from_samples(latents, generator=torch.Generator().manual_seed(0))
     kmeans.init_from_samples(latents, method="kmeans", kmeans_iters=5, generator=torch.Generator().manual_seed(0))
     assert kmeans(latents).loss < 0.95 * samples(latents).loss
@@ -175,7 +184,7 @@ def test_kmeans_init_lowers_quantization_error():
 def test_init_draws_with_replacement_from_fewer_tokens_than_codes():
     """10 latents give each of the 512 codebooks 10 tokens for its K = 64 codes: every code is a copy of one of
     them (drawn with replacement, as the authors do), and more than one of them is used."""
-    quantizer, latents = Quantizer(512, 64, 4), torch.randn(10, 32, 8, 8)
+    quantizer, latents = MultiGroupQuantizer(512, 64, 4), torch.randn(10, 32, 8, 8)
     quantizer.init_from_samples(latents, generator=torch.Generator().manual_seed(1))
     tokens = quantizer.to_tokens(latents)  # (N, T, D)
     for group in (0, 300, 511):
@@ -196,11 +205,11 @@ def test_init_draws_with_replacement_from_fewer_tokens_than_codes():
 ])
 def test_bad_configurations_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        Quantizer(**kwargs)
+        MultiGroupQuantizer(**kwargs)
 
 
 def test_bad_latents_and_codes_are_explained():
-    quantizer = Quantizer(512, 8, 4)
+    quantizer = MultiGroupQuantizer(512, 8, 4)
     with pytest.raises(ValueError, match="channel count differs"):
         quantizer(torch.randn(2, 16, 8, 8))
     with pytest.raises(ValueError, match="without a batch dimension"):
@@ -223,10 +232,10 @@ def test_bad_latents_and_codes_are_explained():
 def test_in_place_codebook_gradient_equals_index_select_and_grad_stays_dense(mode):
     generator = torch.Generator().manual_seed(5)
     latent = torch.randn(6, 32, 8, 8, generator=generator)
-    plain = Quantizer(64, 8, 32, "channel")  # K = 8: many tokens share a code (duplicate rows in the sum)
-    fast = Quantizer(64, 8, 32, "channel")
+    plain = MultiGroupQuantizer(64, 8, 32, "channel")  # K = 8: many tokens share a code (duplicate rows in the sum)
+    fast = MultiGroupQuantizer(64, 8, 32, "channel")
     fast.load_state_dict(plain.state_dict())
-    in_place = codebook_grad.install(fast, mode)
+    in_place = _in_place(fast, mode)
     plain(latent).loss.backward()
     fast(latent).loss.backward()  # no .grad yet: the dense gradient, as index_select
     assert fast.codebook.grad.layout == torch.strided and torch.equal(fast.codebook.grad, plain.codebook.grad)
@@ -241,15 +250,15 @@ def test_in_place_codebook_gradient_equals_index_select_and_grad_stays_dense(mod
     with torch.no_grad():
         assert torch.equal(fast(latent).quantized, plain(latent).quantized)  # no graph: the plain lookup
     with pytest.raises(ValueError, match="mode must be one of"):
-        codebook_grad.install(fast, "dense")
+        _in_place(fast, "dense")
 
 
 def test_zeroing_only_the_touched_rows_leaves_an_all_zero_gradient():
     """In "rows" mode zero_grad zeroes the rows the backwards wrote; where those rows are unknown (a fresh
     dense .grad, a backward in another mode or without the in-place lookup, a replaced tensor) it zeroes all."""
     generator = torch.Generator().manual_seed(6)
-    quantizer = Quantizer(64, 16, 32, "channel")
-    in_place = codebook_grad.install(quantizer, "rows")
+    quantizer = MultiGroupQuantizer(64, 16, 32, "channel")
+    in_place = _in_place(quantizer, "rows")
 
     def step(scale):
         quantizer(scale * torch.randn(3, 32, 8, 8, generator=generator)).loss.backward()
@@ -263,14 +272,14 @@ def test_zeroing_only_the_touched_rows_leaves_an_all_zero_gradient():
     assert 0 < written.sum() < written.numel()  # not every code was picked: a partial zero is tested
     in_place.zero_grad()
     assert not quantizer.codebook.grad.any()
-    codebook_grad.install(quantizer, "sparse")  # its backwards add anywhere: the next zero must be whole
+    _in_place(quantizer, "sparse")  # its backwards add anywhere: the next zero must be whole
     step(1.0)
-    in_place = codebook_grad.install(quantizer, "rows")
+    in_place = _in_place(quantizer, "rows")
     in_place.zero_grad()
     assert not quantizer.codebook.grad.any()
-    codebook_grad.uninstall(quantizer)  # a plain backward adds anywhere too
+    quantizer.finish_training()  # a plain backward adds anywhere too
     step(1.0)
-    in_place = codebook_grad.install(quantizer, "rows")
+    in_place = _in_place(quantizer, "rows")
     in_place.zero_grad()
     assert not quantizer.codebook.grad.any()
     quantizer.codebook.grad = torch.ones_like(quantizer.codebook)  # a replaced tensor: zeroed whole

@@ -1,12 +1,17 @@
 import pytest
 import torch
 
+from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.rectifiers import ViTRectifier, build_rectifier, count_parameters
+
+
+def _config(kind, width=512, depth=3, residual=False):
+    return ModelConfig(rectifier=kind, rectifier_width=width, rectifier_depth=depth, rectifier_residual=residual)
 
 
 @pytest.mark.parametrize("kind", ["vit", "cnn", "mlp", "identity"])
 def test_rectifiers_keep_the_latent_shape(kind):
-    rectifier = build_rectifier(kind, (32, 8, 8), width=64, depth=2)
+    rectifier = build_rectifier(_config(kind, width=64, depth=2))
     latent = torch.randn(3, 32, 8, 8)
     assert rectifier(latent).shape == latent.shape
 
@@ -28,14 +33,16 @@ def test_vit_rectifier_uses_diffusers_blocks_with_authors_key_names():
 
 def test_bad_rectifier_settings_are_explained():
     with pytest.raises(ValueError, match="multiple of latent_channels"):
-        build_rectifier("vit", (32, 8, 8), width=48)
+        build_rectifier(_config("vit", width=48))
     with pytest.raises(ValueError, match="must be one of"):
-        build_rectifier("transformer")
+        ModelConfig(rectifier="transformer")
+    with pytest.raises(ValueError, match="must be one of"):
+        build_rectifier(ModelConfig(), kind="transformer")
 
 
 @pytest.mark.parametrize("kind", ["vit", "cnn", "mlp"])
 def test_residual_rectifier_starts_as_the_identity_and_learns(kind):
-    rectifier = build_rectifier(kind, (32, 8, 8), width=32, depth=1, residual=True)
+    rectifier = build_rectifier(_config(kind, width=32, depth=1, residual=True))
     latent = torch.randn(4, 32, 8, 8)
     torch.testing.assert_close(rectifier(latent), latent)  # zero-initialised output conv
     target = latent * 0.5
@@ -53,8 +60,8 @@ def test_residual_rectifier_starts_as_the_identity_and_learns(kind):
 def test_paper_form_does_not_start_as_the_identity():
     latent = torch.randn(4, 32, 8, 8)
     for kind in ("vit", "cnn"):
-        assert not torch.allclose(build_rectifier(kind, (32, 8, 8), width=32, depth=1)(latent), latent, atol=1e-2)
-    assert isinstance(build_rectifier("identity", residual=True), torch.nn.Identity)
+        assert not torch.allclose(build_rectifier(_config(kind, width=32, depth=1))(latent), latent, atol=1e-2)
+    assert isinstance(build_rectifier(_config("identity", residual=True)), torch.nn.Identity)
 
 
 def test_residual_rectifier_round_trips_through_save_pretrained(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from revq_core.modeling.reset import CodeUsage, reset_unused_codes
+from revq_core.modeling.quantizers.reset import CodeUsage, reset_unused_codes
 
 
 def _codebook(groups=1, codes=10, dim=3):

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from revq_core.modeling.quantizer import Quantizer
+from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
 from revq_core.modeling.revq import ReVQ
 from revq_core.paper.flops import (REFERENCE_GFLOPS, build_on_meta, costs_per_resolution, count_flops,
                                    count_flops_by_kind, format_levels, latent_step_flops, module_costs, part_totals,
@@ -69,7 +69,7 @@ def test_search_flops_are_counted_from_shapes_whatever_kernel(monkeypatch, cpu_k
     to FlopCounterMode) or off ("0": the torch matmul form, which FlopCounterMode counts itself)."""
     monkeypatch.setenv("REVQ_CPU_KERNEL", cpu_kernel)
     batch, tokens, codes, code_dim = 3, 64, 8, 32  # 16 groups: each codebook serves 4 token positions
-    quantizer = Quantizer(16, codes, code_dim, "channel")
+    quantizer = MultiGroupQuantizer(16, codes, code_dim, "channel")
     latent = torch.randn(batch, 32, 8, 8)
     assert search_flops(batch * tokens, codes, code_dim) == 2 * 3 * 64 * 8 * 32
     with torch.no_grad():

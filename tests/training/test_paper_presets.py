@@ -41,8 +41,8 @@ def test_paper_preset_trains_a_step_resets_and_reloads_at_its_real_size(name, tm
     model, history = train(config, train_latents, val_latents, progress=False)
     model.zero_grad(set_to_none=True)  # the 2 GiB gradient of the 262k codebook is not needed any more
 
-    quantizer, codes_per_group = model.quantizer, config.codes_per_group
-    groups, code_dim = quantizer.num_groups, 2048 // config.tokens_per_image
+    quantizer, codes_per_group = model.quantizer, config.model.codes_per_group
+    groups, code_dim = quantizer.num_groups, 2048 // config.model.tokens_per_image
     assert tuple(quantizer.codebook.shape) == (groups, codes_per_group, code_dim)  # the real K, G = T
     assert history.epoch == [0]
     assert all(math.isfinite(value) for value in (history.train_loss[0], history.val_mse[0], history.val_quant_mse[0]))

@@ -142,7 +142,7 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path):
 
 def test_the_lock_is_held_while_training_and_released_after_return_and_raise(tmp_path, monkeypatch):
     seen = []
-    original_reset = train_module._end_of_epoch_reset
+    original_reset = train_module.end_of_epoch
 
     def reset_that_looks_at_the_lock(*args):
         seen.append((tmp_path / ".lock").read_text().split())
@@ -150,7 +150,7 @@ def test_the_lock_is_held_while_training_and_released_after_return_and_raise(tmp
             claim_run_directory(tmp_path, resume=True, overwrite=False)
         return original_reset(*args)
 
-    monkeypatch.setattr(train_module, "_end_of_epoch_reset", reset_that_looks_at_the_lock)
+    monkeypatch.setattr(train_module, "end_of_epoch", reset_that_looks_at_the_lock)
     _half_run(tmp_path)
     assert seen == [[str(os.getpid()), socket.gethostname()]]
     assert not (tmp_path / ".lock").exists()
@@ -211,11 +211,28 @@ def test_resume_on_other_latents_or_another_vae_is_refused(tmp_path):
     assert history.epoch == [0, 1]
 
 
-def test_a_checkpoint_without_data_fingerprint_still_resumes(tmp_path):
+def test_a_checkpoint_without_data_fingerprint_is_refused(tmp_path):
     _half_run(tmp_path)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    del state["data"]  # as written before fingerprints existed
+    del state["data"]  # no fingerprint: nothing to check these latents against
     save_checkpoint(state, tmp_path / "checkpoint.pt")
-    with pytest.warns(UserWarning, match="predates training-data fingerprints"):
-        _, history = train(CONFIG, TRAIN, VAL, output_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="holds no training-data fingerprint"):
+        train(CONFIG, TRAIN, VAL, output_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_checkpoint_written_before_a_config_field_existed_resumes_exactly(tmp_path):
+    """Checkpoints of the version before the quantizer registry hold no ``quantizer`` / ``commitment_weight`` in
+    their recipe: those compare at their defaults (what that version did), and resuming gives the weights of an
+    uninterrupted run bit for bit. A recipe whose value differs from the default is still refused."""
+    whole, _ = train(CONFIG, TRAIN, VAL, progress=False)
+    _half_run(tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    for added in ("quantizer", "commitment_weight"):
+        del state["config"][added]
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    resumed, history = train(CONFIG, TRAIN, VAL, output_dir=tmp_path, resume=True, progress=False)
     assert history.epoch == [0, 1]
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    with pytest.raises(CheckpointError, match="commitment_weight: checkpoint 0.25 vs now 0.5"):
+        train(CONFIG.replace(commitment_weight=0.5), TRAIN, VAL, output_dir=tmp_path, resume=True, progress=False)

@@ -5,13 +5,12 @@ import math
 import pytest
 import torch
 
-from revq_core.modeling.reset import CodeUsage
+from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.revq import ReVQ
-from revq_core.ops import codebook_grad
 from revq_core.paper import plots
 from revq_core.training.checkpoint import CheckpointError, load_checkpoint
 from revq_core.training.config import PRESETS, preset
-from revq_core.training.trainer import TrainingDiverged, _optimizer_and_scheduler, build_model, optimizer_step, train
+from revq_core.training.trainer import TrainingDiverged, build_model, optimizer_and_scheduler, optimizer_step, train
 
 
 def _clustered_latents(count, seed):
@@ -55,10 +54,10 @@ def test_paper_presets_equal_the_papers_numbers(name):
     config = PRESETS[name]
     tokens, codes, groups, batch, _, _ = PAPER_SETTINGS[name]
     for field_name, value in PAPER_RECIPE.items():
-        got = getattr(config, field_name)
+        got = getattr(config.model if field_name in ModelConfig.field_names() else config, field_name)
         assert (tuple(got) if isinstance(got, (tuple, list)) else got) == value, field_name
-    assert (config.tokens_per_image, config.codes_per_group, config.batch_size) == (tokens, codes, batch)
-    assert config.num_groups in (None, groups)  # None: one codebook per token position, G = T
+    assert (config.model.tokens_per_image, config.model.codes_per_group, config.batch_size) == (tokens, codes, batch)
+    assert config.model.num_groups in (None, groups)  # None: one codebook per token position, G = T
     assert build_model(preset(name, codes_per_group=2, rectifier="identity")).quantizer.num_groups == groups
     with pytest.raises(ValueError, match="unknown preset"):
         preset("paper_1024T")
@@ -67,13 +66,13 @@ def test_paper_presets_equal_the_papers_numbers(name):
 @pytest.mark.parametrize("name", ["paper_512T", "paper_256T_65k", "paper_256T_262k"])
 def test_paper_presets_rectifier_size(name):
     config = PRESETS[name]
-    assert (config.rectifier_width, config.rectifier_depth) == PAPER_SETTINGS[name][4:]
+    assert (config.model.rectifier_width, config.model.rectifier_depth) == PAPER_SETTINGS[name][4:]
 
 
 def test_the_optimizer_takes_the_recipes_numbers(data):
     """AdamW's two groups as the authors build them: quantizer (lr, weight decay 0), rectifier (0.05 lr, 1e-4)."""
     config = preset("tiny")
-    optimizer, scheduler = _optimizer_and_scheduler(build_model(config), config)
+    optimizer, scheduler = optimizer_and_scheduler(build_model(config), config)
     quantizer_group, rectifier_group = optimizer.param_groups
     assert (quantizer_group["lr"], quantizer_group["weight_decay"]) == (1e-2, 0.0)
     assert quantizer_group["betas"] == (0.9, 0.999)
@@ -176,10 +175,11 @@ def test_bad_inputs_and_checkpoints_are_explained(data, tmp_path):
 
 
 def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monkeypatch):
-    """train() on the CPU installs ops.codebook_grad.InPlaceCodebookGrad ("rows": the codebook gradient added
-    into one kept tensor); the weights after training must equal those of the plain path bit for bit."""
+    """train() on the CPU sets ops.codebook_grad.InPlaceCodebookGrad up through the quantizer's prepare_training
+    ("rows": the codebook gradient added into one kept tensor); the weights after training must equal those of
+    the plain path bit for bit."""
+    from revq_core.modeling.quantizers.multigroup import MultiGroupQuantizer
     from revq_core.ops import codebook_grad
-    from revq_core.training import trainer
 
     train_latents, val_latents = data
     config = preset("tiny", epochs=2)
@@ -193,7 +193,7 @@ def test_in_place_codebook_gradient_trains_exactly_like_index_select(data, monke
     assert in_place.quantizer.codebook.grad is None  # train() drops its gradients before returning
     assert in_place.quantizer.in_place_grad is None  # the plain lookup again on the returned model
     with monkeypatch.context() as patch:  # the plain path: nothing installed
-        patch.setattr(trainer, "set_in_place_codebook_grad", lambda model, device: None)
+        patch.setattr(MultiGroupQuantizer, "prepare_training", lambda quantizer, device, distributed=False: None)
         plain, _ = train(config, train_latents, val_latents, progress=False)
     for (name, a), (_, b) in zip(in_place.state_dict().items(), plain.state_dict().items()):
         assert torch.equal(a, b), name
@@ -203,22 +203,20 @@ def _scaled_step_gradients(model, config, latent, loss_scale):
     """(unclipped, clipped) gradients of one ``optimizer_step`` whose loss is scaled by ``loss_scale``:
     each a (quantizer list, rectifier list); the clipped ones are what ``optimizer.step`` receives."""
     reference = copy.deepcopy(model)  # plain autograd gradients (the in-place "rows" mode fills .grad itself)
-    codebook_grad.uninstall(reference.quantizer)
+    reference.quantizer.finish_training()
     reference_params = list(reference.quantizer.parameters()) + [
         p for name, p in reference.named_parameters() if not name.startswith("quantizer.")]
     unclipped = torch.autograd.grad(loss_scale * reference(latent).loss, reference_params)
-    optimizer, _ = _optimizer_and_scheduler(model, config)
-    quantizer_params = list(model.quantizer.parameters())
-    rectifier_params = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
-    output = model(latent)
+    optimizer, _ = optimizer_and_scheduler(model, config)
+    quantizer_params, rectifier_params = model.parameter_groups()
+    model.quantizer.end_epoch(reset=False)  # usage counts back to zero
+    output = model(latent)  # a training-mode forward counts its codes
     output = output._replace(loss=loss_scale * output.loss)
     received = []  # the gradients optimizer.step sees, in place of its update
     optimizer.step = lambda *args, **kwargs: received.extend(p.grad.clone()
                                                              for p in quantizer_params + rectifier_params)
-    usage = CodeUsage(model.quantizer.num_groups, config.codes_per_group, model.quantizer.group_of_token)
-    optimizer_step(output, optimizer, usage, quantizer_params, rectifier_params, config.grad_clip,
-                   quantizer=model.quantizer)
-    assert int(usage.counts.sum()) == latent.shape[0] * config.tokens_per_image
+    optimizer_step(output, optimizer, model.quantizer, rectifier_params, config.grad_clip)
+    assert int(model.quantizer.code_usage.counts.sum()) == latent.shape[0] * config.model.tokens_per_image
     split = len(quantizer_params)
     return (list(unclipped[:split]), list(unclipped[split:])), (received[:split], received[split:])
 
@@ -239,7 +237,7 @@ def test_gradient_norms_are_clipped_per_group(data, in_place):
     config = preset("tiny")
     model = build_model(config)
     if in_place:  # as train() on the CPU
-        codebook_grad.install(model.quantizer, "rows")
+        model.quantizer.prepare_training(torch.device("cpu"))
     model.normalizer.fit(train_latents)
     latent = model.normalizer.normalize(train_latents[:config.batch_size])
 

@@ -15,29 +15,31 @@ Split axis (docs/method.md, "Quantizer"):
 Training (docs/method.md, "Quantizer"): loss = MSE(tokens, codebook[codes]). The nearest-neighbour search runs
 without autograd, the gather does not, so the gradient moves only the selected codes toward their
 data (online k-means by SGD). Nothing upstream is trained, so no straight-through estimator.
+
+The codebook maintains itself (the contract's hooks, ``quantizers/base.py``): in training mode the forward
+counts the codes it selects, ``end_epoch`` applies the non-activation reset (``reset.py``) and zeroes the
+counts, ``init_from_samples`` starts the codebooks from training tokens, and ``prepare_training`` turns on
+the CPU speed trick of ``ops/codebook_grad.py`` (same numbers) for the duration of ``train()``.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from revq_core.checks import check_codes, check_latent_shape, check_latents, check_not_empty
+from revq_core.modeling.quantizers.base import INIT_METHODS, EpochStats, LatentQuantizer, QuantizerOutput
+from revq_core.modeling.quantizers.reset import CodeUsage, reset_unused_codes
+from revq_core.ops import codebook_grad
 from revq_core.ops.search import nearest_codes
 
 SPLITS = ("channel", "spatial", "single")
 
 
-class QuantizerOutput(NamedTuple):
-    quantized: torch.Tensor  # (B, C, H, W), differentiable w.r.t. the selected codes
-    codes: torch.Tensor  # (B, T) int64, each in [0, K)
-    loss: torch.Tensor  # scalar: MSE between latent and quantized latent
-
-
-class Quantizer(nn.Module):
+class MultiGroupQuantizer(LatentQuantizer):
     """Multi-group nearest-neighbour quantizer over a latent of shape ``latent_shape`` = (C, H, W).
 
     Args:
@@ -49,14 +51,15 @@ class Quantizer(nn.Module):
         search_memory_mb: bound on the distance matrix built per search chunk.
 
     ``in_place_grad``: None (a fresh codebook gradient each backward, as any module), or the
-    ``ops.codebook_grad.InPlaceCodebookGrad`` the CPU trainer installs (a speed trick, same numbers).
+    ``ops.codebook_grad.InPlaceCodebookGrad`` that ``prepare_training`` sets on the CPU (same numbers).
+    ``code_usage``: the ``reset.CodeUsage`` counts of the current epoch (made by the first training forward).
     """
 
     def __init__(self, num_groups: int, codes_per_group: int, code_dim: int, split: str = "channel",
                  latent_shape: tuple[int, int, int] = (32, 8, 8), search_memory_mb: int = 256):
         super().__init__()
         latent_shape = tuple(int(size) for size in latent_shape)
-        tokens_per_image = _check_config(num_groups, codes_per_group, code_dim, split, latent_shape)
+        tokens_per_image = _check_layout(num_groups, codes_per_group, code_dim, split, latent_shape)
         self.num_groups = num_groups
         self.codes_per_group = codes_per_group
         self.code_dim = code_dim
@@ -64,10 +67,25 @@ class Quantizer(nn.Module):
         self.latent_shape = latent_shape
         self.tokens_per_image = tokens_per_image
         self.search_memory_mb = search_memory_mb
-        self.in_place_grad = None  # ops.codebook_grad.InPlaceCodebookGrad, installed by the CPU trainer
+        self.in_place_grad = None  # ops.codebook_grad.InPlaceCodebookGrad, set by prepare_training on the CPU
+        self.code_usage: CodeUsage | None = None  # this epoch's counts, made by the first training forward
         self.codebook = nn.Parameter(torch.randn(num_groups, codes_per_group, code_dim))  # (G, K, D)
         # Token t uses codebook t % G; as a flat row offset into codebook.view(G*K, D):
         self.register_buffer("group_of_token", torch.arange(tokens_per_image) % num_groups, persistent=False)
+
+    @classmethod
+    def from_config(cls, config) -> "MultiGroupQuantizer":
+        """The quantizer a ``ModelConfig`` describes: G = ``config.groups`` codebooks of K codes of D numbers."""
+        return cls(config.groups, config.codes_per_group, config.code_dim, config.split, config.latent_shape)
+
+    @staticmethod
+    def check_config(config) -> None:
+        _check_layout(config.groups, config.codes_per_group, config.code_dim, config.split, config.latent_shape)
+
+    @property
+    def vocabulary_sizes(self) -> torch.Tensor:
+        """(T,): K at every position (each position's codebook has K codes)."""
+        return torch.full((self.tokens_per_image,), self.codes_per_group, dtype=torch.long)
 
     # ---- layout -------------------------------------------------------------------------------
     def to_tokens(self, latent: torch.Tensor) -> torch.Tensor:
@@ -126,18 +144,73 @@ class Quantizer(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> QuantizerOutput:
         """Quantize (B, C, H, W); the loss trains only the selected codes. Only the shape is checked (a
-        training step; ``encode`` also checks the values)."""
+        training step; ``encode`` also checks the values). In training mode the codes are counted for
+        ``end_epoch``."""
         check_latent_shape(latent, self.latent_shape)
         tokens = self.to_tokens(latent)  # (B, T, D)
         codes = self._encode_tokens(tokens)  # (B, T)
         quantized_tokens = self.lookup(codes)  # (B, T, D)
         loss = F.mse_loss(quantized_tokens, tokens.detach().to(quantized_tokens.dtype))
+        if self.training:
+            self._counts(codes.device).update(codes)
         return QuantizerOutput(self.to_latent(quantized_tokens), codes, loss)
 
-    # ---- initialisation -----------------------------------------------------------------------
+    # ---- code usage and the non-activation reset ------------------------------------------------
+    def _counts(self, device: torch.device) -> CodeUsage:
+        if self.code_usage is None:
+            self.code_usage = CodeUsage(self.num_groups, self.codes_per_group, self.group_of_token.to(device))
+        return self.code_usage
+
+    def usage(self) -> float:
+        """Fraction of codes selected since the last ``end_epoch``, averaged over the G codebooks."""
+        return self._counts(self.codebook.device).usage()
+
     @torch.no_grad()
-    def init_from_samples(self, latents: torch.Tensor, method: str = "samples", kmeans_iters: int = 10,
-                          generator: torch.Generator | None = None) -> None:
+    def end_epoch(self, reset: bool = True, reset_ratio: float = 0.2, reset_noise: float = 0.1,
+                  generator: torch.Generator | None = None,
+                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EpochStats:
+        """The non-activation reset of this epoch's unused codes (``reset.reset_unused_codes``; ``reset=False``
+        only reads the usage), then the counts go back to zero. Over ranks, ``all_reduce`` sums the counts
+        (G, K) first, so every rank resets the same codes."""
+        counts = self._counts(self.codebook.device)
+        if all_reduce is not None:
+            all_reduce(counts.counts)
+        if reset:
+            stats = reset_unused_codes(self.codebook.data, counts.counts, reset_ratio, reset_noise, generator)
+            result = EpochStats(usage=stats.usage, codes_reset=stats.codes_reset)
+        else:
+            result = EpochStats(usage=counts.usage(), codes_reset=0)
+        counts.zero_()
+        return result
+
+    # ---- training-time speed settings ------------------------------------------------------------
+    def prepare_training(self, device: torch.device, distributed: bool = False) -> None:
+        """On the CPU, the codebook gradient is added in place into one kept tensor (``ops/codebook_grad.py``:
+        no fresh codebook-sized page faults per step, the same numbers): straight into the rows the batch
+        touched in one process, through autograd (so DDP's all-reduce sees it) over several ranks. On CUDA
+        the caching allocator already reuses the memory: the plain lookup stays."""
+        if torch.device(device).type != "cpu":
+            self.finish_training()
+        else:
+            self.in_place_grad = codebook_grad.InPlaceCodebookGrad(self.codebook, "sparse" if distributed else "rows")
+
+    def finish_training(self) -> None:
+        self.in_place_grad = None
+
+    def release_gradients(self) -> None:
+        """Zero the kept codebook gradient in place where ``prepare_training`` set one up, else drop it."""
+        if self.in_place_grad is not None:
+            self.in_place_grad.zero_grad()
+        else:
+            super().release_gradients()
+
+    # ---- initialisation -----------------------------------------------------------------------
+    def wants_init_samples(self, method: str) -> bool:
+        return method != "random"
+
+    @torch.no_grad()
+    def init_from_samples(self, latents: torch.Tensor | None, method: str = "samples",
+                          generator: torch.Generator | None = None, kmeans_iters: int = 10) -> None:
         """Set each codebook from training data: latents (N, C, H, W), N >= 1, any N.
 
         ``samples`` (the paper): the K codes of group g are copies of group-g tokens of ``latents`` (there are
@@ -145,16 +218,21 @@ class Quantizer(nn.Module):
         they are drawn with replacement, as the authors draw theirs from a cached subset of training latents
         (so any K works with any amount of data; the duplicate codes are spread out by the first resets).
         ``kmeans``: start there, then ``kmeans_iters`` Lloyd steps per group (empty clusters keep their code).
+        ``random``: N(0, 1) codes, the scale of normalized latents, no data (``latents`` may be None); the
+        toy / ablation setting.
         The draws come from ``generator`` (default: seeded with 0), group after group.
         """
-        if method not in ("samples", "kmeans"):
-            raise ValueError(f"method must be 'samples' or 'kmeans', got {method!r}.")
+        if method not in INIT_METHODS:
+            raise ValueError(f"method must be one of {INIT_METHODS}, got {method!r}.")
+        generator = generator or torch.Generator().manual_seed(0)
+        if method == "random":
+            self.codebook.copy_(torch.randn(self.codebook.shape, generator=generator))
+            return
         check_latents(latents, self.latent_shape)
         check_not_empty(latents, "latents (init_from_samples needs at least one training latent)")
         tokens = self.to_tokens(latents)  # (N, T, D): a view of latents for the channel and single splits
         tokens_per_group = self.tokens_per_image // self.num_groups
         by_group = tokens.reshape(latents.shape[0], tokens_per_group, self.num_groups, self.code_dim)
-        generator = generator or torch.Generator().manual_seed(0)
         for group in range(self.num_groups):
             samples = by_group[:, :, group].flatten(0, 1)  # (M, D), M = N * T/G, in group_tokens' order
             if samples.shape[0] >= self.codes_per_group:
@@ -184,9 +262,9 @@ class Quantizer(nn.Module):
                 f"codes_per_group={self.codes_per_group}, code_dim={self.code_dim}, latent_shape={self.latent_shape}")
 
 
-def _check_config(num_groups: int, codes_per_group: int, code_dim: int, split: str,
+def _check_layout(num_groups: int, codes_per_group: int, code_dim: int, split: str,
                   latent_shape: tuple[int, ...]) -> int:
-    """Validate a quantizer configuration; return T, the tokens per image."""
+    """Validate a multi-group layout (the one check of both ``check_config`` and the constructor); return T."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
     if len(latent_shape) != 3:
@@ -212,10 +290,3 @@ def _check_config(num_groups: int, codes_per_group: int, code_dim: int, split: s
                              f"or be a multiple of it (several positions per token).")
     return tokens_per_image
 
-
-def code_dim_for_tokens(latent_shape: tuple[int, int, int], tokens_per_image: int) -> int:
-    """The code dimension D that gives ``tokens_per_image`` tokens: C*H*W / T."""
-    numbers_per_latent = math.prod(latent_shape)
-    if numbers_per_latent % tokens_per_image:
-        raise ValueError(f"T = {tokens_per_image} tokens does not divide C*H*W = {numbers_per_latent}.")
-    return numbers_per_latent // tokens_per_image
