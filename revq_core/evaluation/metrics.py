@@ -74,7 +74,7 @@ class MissingDependencyError(ImportError):
 # Inputs
 
 
-def _check_images(pred: torch.Tensor, target: torch.Tensor) -> None:
+def check_images(pred: torch.Tensor, target: torch.Tensor) -> None:
     """Check that pred and target are finite float image batches of one shape (B, 3, H, W)."""
     for name, images in (("pred", pred), ("target", target)):
         if not isinstance(images, torch.Tensor):
@@ -126,7 +126,7 @@ def _prepare(pred, target, channel: str, value_range) -> tuple[torch.Tensor, tor
     """Check, map to [0, 1] and pick the channel: (B, 3, H, W) -> (B, 3 or 1, H, W), float32 or float64."""
     if channel not in ("rgb", "y"):
         raise ValueError(f'channel must be "rgb" or "y" (BT.601 luma), got {channel!r}.')
-    _check_images(pred, target)
+    check_images(pred, target)
     pred, target = to_unit_range(pred, value_range), to_unit_range(target, value_range)
     if pred.dtype not in (torch.float32, torch.float64):  # half precision is too coarse for PSNR above ~40 dB
         pred, target = pred.float(), target.float()
@@ -235,7 +235,7 @@ def _paper_inputs(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
 
     float32 because the authors' images are float32 tensors: the luma rounding then falls the same way as theirs.
     """
-    _check_images(pred, target)
+    check_images(pred, target)
     return round_to_8_bits(pred.float()), target.float().clamp(0.0, 1.0)
 
 
@@ -335,7 +335,7 @@ def find_weights(filename: str, path: str | Path | None = None, what: str = "bac
     return default
 
 
-def _import_backend(module: str, what: str):
+def import_backend(module: str, what: str):
     """Import and return ``module`` (torchvision, torch_fidelity or a part of torchmetrics), or raise
     ``MissingDependencyError`` saying why it fails and how to fix it (one line)."""
     try:
@@ -371,8 +371,8 @@ def lpips_network(lpips_weights: str | Path | None = None, pretrained_backbone: 
     """
     path = find_weights(ALEXNET_WEIGHTS, lpips_weights, "LPIPS AlexNet", "lpips_weights", ALEXNET_URL) \
         if pretrained_backbone else None
-    _import_backend("torchvision", "LPIPS")
-    _NoTrainLpips = _import_backend("torchmetrics.functional.image.lpips", "LPIPS")._NoTrainLpips
+    import_backend("torchvision", "LPIPS")
+    _NoTrainLpips = import_backend("torchmetrics.functional.image.lpips", "LPIPS")._NoTrainLpips
 
     net = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)  # heads loaded, backbone random: no download
     if path is not None:
@@ -404,11 +404,11 @@ def fid_metric(rfid_weights: str | Path | None = None, feature: int | nn.Module 
     ``update(images, real=...)``. Needs torch-fidelity for Inception.
     """
     if isinstance(feature, nn.Module):
-        return _import_backend("torchmetrics.image.fid", "rFID").FrechetInceptionDistance(feature=feature,
-                                                                                         normalize=False)
+        return import_backend("torchmetrics.image.fid", "rFID").FrechetInceptionDistance(feature=feature,
+                                                                                        normalize=False)
     path = find_weights(INCEPTION_WEIGHTS, rfid_weights, "rFID Inception-v3", "rfid_weights", INCEPTION_URL)
-    _import_backend("torch_fidelity", "rFID")
-    FrechetInceptionDistance = _import_backend("torchmetrics.image.fid", "rFID").FrechetInceptionDistance
+    import_backend("torch_fidelity", "rFID")
+    FrechetInceptionDistance = import_backend("torchmetrics.image.fid", "rFID").FrechetInceptionDistance
 
     return FrechetInceptionDistance(feature=feature, feature_extractor_weights_path=str(path), antialias=False,
                                     normalize=False)
@@ -436,7 +436,7 @@ def inception_network(rfid_weights: str | Path | None = None) -> nn.Module:
     authors' copy of this network runs. Needs torch-fidelity (and torchvision).
     """
     path = find_weights(INCEPTION_WEIGHTS, rfid_weights, "rFID Inception-v3", "rfid_weights", INCEPTION_URL)
-    fidelity = _import_backend("torch_fidelity.feature_extractor_inceptionv3", "rFID")
+    fidelity = import_backend("torch_fidelity.feature_extractor_inceptionv3", "rFID")
     network = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                                    feature_extractor_weights_path=str(path),
                                                    feature_extractor_internal_dtype="float64")
@@ -546,7 +546,7 @@ class ReconstructionMetrics:
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: pred (reconstructions) and target (originals), both (B, 3, H, W) in ``value_range``."""
-        _check_images(pred, target)
+        check_images(pred, target)
         pred, target = to_unit_range(pred, self.value_range), to_unit_range(target, self.value_range)
         for channel in ("rgb", "y"):
             self._sums[f"psnr_{channel}"] += float(psnr_per_image(pred, target, channel).sum())

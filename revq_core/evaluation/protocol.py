@@ -48,8 +48,8 @@ from revq_core.autoencoders.base import as_latent_autoencoder
 from revq_core.checks import first_line
 from revq_core.data.images import ImageFolderDataset
 from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTION_URL, INCEPTION_WEIGHTS,
-                                          FeatureMoments, MissingDependencyError, MissingWeightsError, _check_images,
-                                          _import_backend, find_weights, frechet_distance, inception_network,
+                                          FeatureMoments, MissingDependencyError, MissingWeightsError, check_images,
+                                          find_weights, frechet_distance, import_backend, inception_network,
                                           inception_score, lpips_network, paper_psnr, paper_ssim, psnr_per_image,
                                           round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
 from revq_core.training import distributed
@@ -144,7 +144,7 @@ class Evaluator:
             self.real_features.add(self.inception(to_uint8(originals))[0])
         for source in self.sources:
             pred = reconstructions[source].float()
-            _check_images(pred, originals)
+            check_images(pred, originals)
             sums = self.sums[source]
             if "paper" in self.protocols:
                 sums["paper/psnr"] += paper_psnr(pred, originals).double().sum().cpu()
@@ -267,7 +267,7 @@ def _why_unavailable(filename, path, what, argument, url, metric, modules) -> st
         reasons.append(str(error))
     for module in modules:
         try:
-            _import_backend(module, metric)
+            import_backend(module, metric)
         except MissingDependencyError as error:
             reasons.append(str(error))
             break
