@@ -18,7 +18,6 @@ from typing import NamedTuple
 import torch
 
 from revq_core.autoencoders.base import as_latent_autoencoder, decode, encode
-from revq_core.autoencoders.loading import load_vae
 from revq_core.checks import check_device
 from revq_core.data.files import cache_dir
 from revq_core.data.images import ImageFolderDataset
@@ -157,8 +156,3 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
                  "reconstructions), the numbers to compare with the paper's; psnr/ssim_rgb and _y: the standard "
                  "protocol (RGB and BT.601 luma).")
     return "\n".join(lines)
-
-
-def load_vae_for(vae_name: str | None, device: str = "cpu"):
-    """``load_vae`` with the notebook's convention: None is the default embedded VAE (v2, as load_vae reads it)."""
-    return load_vae(vae_name, device=device)
