@@ -483,18 +483,26 @@ def software_versions() -> dict[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Report and command line
+# The table of results
 
 
-def format_evaluation(results: dict) -> str:
-    """A text table per protocol of ``evaluate_image_folder`` results, each headed by its protocol's name."""
-    lines = []
-    for protocol, block in results["protocols"].items():
-        metrics = block["metrics"]
-        columns = [key for key in (*PROTOCOL_KEYS[protocol], *SHARED_KEYS)
-                   if all(key in scores for scores in metrics.values())]
-        lines.append(f"{protocol} protocol ({results['num_images']} images): {block['description']}")
-        lines.append(f"{'':8s}" + "".join(f"{column:>16s}" for column in columns))
-        for source, scores in metrics.items():
-            lines.append(f"{source:8s}" + "".join(f"{scores[column]:16.4f}" for column in columns))
+def format_scores(scores: dict[str, dict[str, float]], columns: Sequence[str], digits: int = 4) -> str:
+    """An aligned text table of scores ``{source: {metric: value}}``: one row per source, one column per metric
+    of ``columns`` that every source has (in that order), values with ``digits`` decimals.
+
+    The one table of evaluation results: ``revq_core.evaluate`` prints one per protocol
+    (``results["protocols"][protocol]["metrics"]``, columns ``PROTOCOL_KEYS[protocol] + SHARED_KEYS``), the
+    training notebook ``pipeline.evaluate_tokenizer``'s (``pipeline.RESULT_COLUMNS``), ``vae_quality`` a VAE's
+    beside bicubic.
+    """
+    if not scores:
+        raise ValueError("no scores to format: pass {source: {metric: value}} with at least one source.")
+    shown = [column for column in columns if all(column in row for row in scores.values())]
+    cells = {source: [f"{row[column]:.{digits}f}" for column in shown] for source, row in scores.items()}
+    widths = [max([len(column)] + [len(values[index]) for values in cells.values()])
+              for index, column in enumerate(shown)]
+    label = max(len(source) for source in scores)
+    lines = [" " * label + "".join(f"  {column:>{width}s}" for column, width in zip(shown, widths))]
+    lines += [f"{source:{label}s}" + "".join(f"  {value:>{width}s}" for value, width in zip(values, widths))
+              for source, values in cells.items()]
     return "\n".join(lines)

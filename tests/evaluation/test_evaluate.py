@@ -23,8 +23,8 @@ from revq_core.autoencoders.loading import load_vae
 from revq_core.data.images import ImageFolderDataset, resize_center_crop
 from revq_core.evaluation.metrics import (PSNR_CAP_DB, paper_psnr, paper_ssim, psnr_per_image, round_to_8_bits,
                                           ssim_per_image, to_unit_range)
-from revq_core.evaluation.protocol import (PROTOCOLS, Evaluator, evaluate_image_folder, format_evaluation,
-                                           perceptual_networks, sha256_of_file)
+from revq_core.evaluation.protocol import (PROTOCOL_KEYS, PROTOCOLS, SHARED_KEYS, Evaluator, evaluate_image_folder,
+                                           format_scores, perceptual_networks, sha256_of_file)
 from revq_core.modeling.revq import ReVQ
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -257,9 +257,10 @@ def test_streaming_equals_one_shot_and_skips_the_corrupt_file(folder, tiny_vae):
     revq_scores = results["protocols"]["paper"]["metrics"]["revq"]
     vae_scores = results["protocols"]["paper"]["metrics"]["vae"]
     assert revq_scores["psnr"] != vae_scores["psnr"]  # the tokens lose information: not a copy of the VAE row
-    table = format_evaluation(results)
-    assert table.splitlines()[0].startswith("paper protocol (7 images): the authors' computation")
-    assert "red channel" in table and "YIQ luma" in table
+    table = format_scores(results["protocols"]["paper"]["metrics"], PROTOCOL_KEYS["paper"] + SHARED_KEYS)
+    assert table.splitlines()[0].split() == ["psnr", "ssim", "lpips", "rfid", "inception_score"]
+    assert table.splitlines()[2].split() == ["revq"] + [f"{revq_scores[key]:.4f}" for key in
+                                                        ("psnr", "ssim", "lpips", "rfid", "inception_score")]
 
 
 def test_limit_takes_the_first_images_and_the_vae_alone_needs_no_model(folder, tiny_vae):
@@ -348,7 +349,19 @@ def test_two_gloo_ranks_give_the_results_of_one(folder, tiny_vae, tmp_path):
             assert ranks[0]["protocols"][protocol]["metrics"][source] == pytest.approx(scores, rel=1e-6), source
 
 
-# ---- the command line --------------------------------------------------------------------------------
+# ---- the table and the command line ----------------------------------------------------------------------
+
+def test_format_scores_aligns_the_columns_every_source_has():
+    scores = {"vae": {"psnr": 31.5301, "ssim": 0.8571, "lpips": 0.05}, "revq": {"psnr": 28.71, "ssim": 0.81849}}
+    table = format_scores(scores, ("psnr", "ssim", "lpips", "rfid"), digits=3)
+    assert table.splitlines() == ["        psnr   ssim",
+                                  "vae   31.530  0.857",
+                                  "revq  28.710  0.818"]
+    assert format_scores({"vae": {"a_long_name": 1.0}}, ["a_long_name"]).splitlines()[1] == "vae       1.0000"
+    with pytest.raises(ValueError, match="no scores"):
+        format_scores({}, ["psnr"])
+
+
 
 def test_cli_writes_the_json_and_says_where_the_weights_go(folder, tiny_vae, tmp_path):
     tiny_vae.save_pretrained(tmp_path / "vae")
@@ -372,6 +385,14 @@ def test_cli_writes_the_json_and_says_where_the_weights_go(folder, tiny_vae, tmp
     assert model_hashes["model.safetensors"] == sha256_of_file(tmp_path / "model" / "model.safetensors")
     assert results["software"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])
     assert "revq_core.evaluate" in results["command"]
+    lines = completed.stdout.splitlines()  # a table per protocol, each headed by its protocol and what it measures
+    paper = lines.index(next(line for line in lines if line.startswith("paper protocol (3 images): the authors'")))
+    assert "red channel" in lines[paper] and "YIQ luma" in lines[paper]
+    assert lines[paper + 1].split() == ["psnr", "ssim"] and lines[paper + 2].split()[0] == "vae"
+    assert lines[paper + 3].split() == ["revq"] + [f"{results['protocols']['paper']['metrics']['revq'][key]:.4f}"
+                                                   for key in ("psnr", "ssim")]
+    assert lines[paper + 4].startswith("standard protocol (3 images): PSNR and SSIM on RGB")
+    assert lines[paper + 5].split() == ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
     assert "lpips not computed" in completed.stdout and "--lpips-weights" in completed.stdout
     assert "hub/checkpoints/alexnet-owt-7be5be79.pth" in completed.stdout
     assert f"wrote {output}" in completed.stdout
