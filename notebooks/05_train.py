@@ -58,9 +58,10 @@ assert_checks = True  # the last cell asserts the claims (False: only reports th
 import matplotlib.pyplot as plt
 import torch
 
+from revq_core.autoencoders.loading import load_vae
+from revq_core.evaluation.protocol import format_scores
 from revq_core.modeling.revq import ReVQ
-from revq_core.pipeline import (check_run_setup, evaluate_tokenizer, format_results, load_vae_for, prepare_data,
-                                reconstruct_images)
+from revq_core.pipeline import RESULT_COLUMNS, check_run_setup, evaluate_tokenizer, prepare_data, reconstruct_images
 from revq_core.paper.plots import image_rows, plot_history, runs_dir, save_figure
 from revq_core.training.config import preset as make_preset
 from revq_core.training.config import speed_settings
@@ -84,7 +85,7 @@ print(f"preset {preset}: T = {config.model.tokens_per_image} tokens, K = {config
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-frozen_vae = load_vae_for(vae, device=device)
+frozen_vae = load_vae(vae, device=device)
 splits = prepare_data(frozen_vae, data, num_eval_images=num_eval_images)
 
 # %%
@@ -146,7 +147,7 @@ print(f"the first image's first token ids: {codes[0, :8].tolist()}")
 # NBVAL_IGNORE_OUTPUT
 results, notes = evaluate_tokenizer(model, frozen_vae, splits.eval_images, lpips_weights=lpips_weights,
                                     rfid_weights=rfid_weights)
-print(format_results(results))
+print(format_scores(results, RESULT_COLUMNS, digits=3))
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -17,8 +17,9 @@ import torch
 
 from revq_core.convert import load_model
 from revq_core.evaluation.metrics import ALEXNET_WEIGHTS, INCEPTION_WEIGHTS, MissingWeightsError, find_weights
-from revq_core.evaluation.protocol import (PROTOCOLS, SHARED_DESCRIPTION, evaluate_image_folder, format_evaluation,
-                                           sha256_of_file, software_versions, weights_hashes)
+from revq_core.evaluation.protocol import (PROTOCOL_KEYS, PROTOCOLS, SHARED_DESCRIPTION, SHARED_KEYS,
+                                           evaluate_image_folder, format_scores, sha256_of_file, software_versions,
+                                           weights_hashes)
 from revq_core.training import distributed
 
 
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
             results["software"] = software_versions()
             arguments = sys.argv[1:] if argv is None else argv
             results["command"] = " ".join([Path(sys.executable).name, "-m", "revq_core.evaluate", *arguments])
-            print(format_evaluation(results))
+            for protocol, block in results["protocols"].items():  # a table per protocol, headed by its name
+                print(f"{protocol} protocol ({results['num_images']} images): {block['description']}")
+                print(format_scores(block["metrics"], PROTOCOL_KEYS[protocol] + SHARED_KEYS))
             print(f"shared: {SHARED_DESCRIPTION}")
             by_reason = {}
             for metric, reason in results["missing_metrics"].items():

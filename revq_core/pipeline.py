@@ -8,6 +8,7 @@ Two data sources, one interface:
     check_run_setup("cpu", "runs/demo")                     # fail at once on a bad device or output_dir
     data = prepare_data(vae=None, data=None)                # DataSplits(train_latents, val_latents, eval_images)
     results, notes = evaluate_tokenizer(model, vae, data.eval_images)
+    print(format_scores(results, RESULT_COLUMNS))           # format_scores: from revq_core.evaluation.protocol
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from typing import NamedTuple
 import torch
 
 from revq_core.autoencoders.base import as_latent_autoencoder, decode, encode
-from revq_core.autoencoders.loading import load_vae
 from revq_core.checks import check_device
 from revq_core.data.files import cache_dir
 from revq_core.data.images import ImageFolderDataset
@@ -140,26 +140,7 @@ def evaluate_tokenizer(model, vae, images: torch.Tensor, batch_size: int = 64, l
     return results, notes
 
 
+# The columns of evaluate_tokenizer's results, as protocol.format_scores prints them: the paper protocol's first, then
+# the standard protocol's, then the shared ones.
 RESULT_COLUMNS = ("paper_psnr", "paper_ssim", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lpips", "rfid",
                   "inception_score")
-
-
-def format_results(results: dict[str, dict[str, float]]) -> str:
-    """An aligned text table of ``evaluate_tokenizer`` results, numbers rounded for stable printing.
-
-    One row per source (vae, revq); the paper protocol's columns first, then the standard protocol's,
-    then the shared ones; a last line says what each protocol measures.
-    """
-    columns = [key for key in RESULT_COLUMNS if all(key in scores for scores in results.values())]
-    lines = [f"{'':6s}" + "".join(f"{column:>11s}" for column in columns)]
-    for name, scores in results.items():
-        lines.append(f"{name:6s}" + "".join(f"{scores[column]:11.3f}" for column in columns))
-    lines.append("paper_*: the paper's protocol (PSNR of the red channel, SSIM of the YIQ luma, 8-bit "
-                 "reconstructions), the numbers to compare with the paper's; psnr/ssim_rgb and _y: the standard "
-                 "protocol (RGB and BT.601 luma).")
-    return "\n".join(lines)
-
-
-def load_vae_for(vae_name: str | None, device: str = "cpu"):
-    """``load_vae`` with the notebook's convention: None is the default embedded VAE (v2, as load_vae reads it)."""
-    return load_vae(vae_name, device=device)

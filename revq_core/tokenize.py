@@ -33,7 +33,7 @@ from revq_core import __version__
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
 from revq_core.checks import first_line
 from revq_core.data.files import REPO_ROOT, atomic_write
-from revq_core.data.images import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
+from revq_core.data.images import IMAGE_EXTENSIONS, is_hidden, pil_to_tensor
 
 # The tokenizer shipped with the repository (trained on the embedded photos): the default model.
 EMBEDDED_TOKENIZER_DIR = REPO_ROOT / "data" / "embedded_tokenizer"
@@ -59,7 +59,7 @@ def find_images(inputs: list[str | os.PathLike]) -> list[tuple[str, Path]]:
         path = Path(item).expanduser()
         if path.is_dir():
             files = sorted(file for file in path.rglob("*") if file.is_file()
-                           and file.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(file.relative_to(path)))
+                           and file.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(file.relative_to(path)))
             if not files:
                 raise TokenizerInputError(f"{path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
                                           f"point at a folder of images or at image files.")

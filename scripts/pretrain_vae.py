@@ -47,7 +47,8 @@ from revq_core.autoencoders.embedded import (EMBEDDED_VAE_CORPUS, build_embedded
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.files import atomic_write, cache_dir  # noqa: E402
 from revq_core.data.photos import build_photo_dataset, uint8_to_float
-from revq_core.evaluation.vae_quality import bicubic_baseline, format_quality, reconstruction_quality
+from revq_core.evaluation.protocol import format_scores
+from revq_core.evaluation.vae_quality import QUALITY_COLUMNS, bicubic_baseline, reconstruction_quality
 
 
 def parse_args(argv=None):
@@ -301,7 +302,7 @@ def evaluate(args) -> None:
     held_out = "coffee, grace_hopper" if args.version == "v1" else "the 14 photos of data/photos/test"
     print(f"test split: {len(images)} crops {side} x {side} of the held-out photos ({held_out}), "
           f"latent {tuple(latents.shape[1:])}")
-    print(format_quality(quality["test"]))
+    print(format_scores(quality["test"], QUALITY_COLUMNS))
     test = quality["test"]
     print(f"paper protocol: VAE PSNR {test['vae']['paper_psnr']:.2f} dB, SSIM {test['vae']['paper_ssim']:.4f}; "
           f"bicubic PSNR {test['bicubic']['paper_psnr']:.2f} dB, SSIM {test['bicubic']['paper_ssim']:.4f}")

@@ -264,7 +264,7 @@ def test_metrics_import_when_torch_fidelity_is_installed_without_torchvision(tmp
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         print("psnr", metrics.psnr(images, images.flip(0)), "ssim", metrics.ssim(images, images))
         for build in (lambda: metrics.lpips_network(pretrained_backbone=False),
-                      lambda: metrics.fid_metric(feature=torch.nn.Flatten())):
+                      lambda: metrics.inception_network(rfid_weights=sys.argv[1])):
             try:
                 build()
             except metrics.MissingDependencyError as error:
@@ -272,14 +272,17 @@ def test_metrics_import_when_torch_fidelity_is_installed_without_torchvision(tmp
     """)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
                    "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-                            cwd=REPO_ROOT, timeout=300)
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"")  # a weights file is there, so that the import is what fails
+    result = subprocess.run([sys.executable, "-c", script, str(weights)], capture_output=True, text=True,
+                            env=environment, cwd=REPO_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     psnr_value, ssim_value = float(lines[0].split()[1]), float(lines[0].split()[3])
     assert 0 < psnr_value < 80 and ssim_value == pytest.approx(1.0, abs=1e-6)
     assert lines[1].startswith("missing: LPIPS needs torchvision") and "PSNR and SSIM work without it" in lines[1]
-    assert lines[2].startswith("missing: rFID needs torchmetrics.image.fid") and "uninstall torch-fidelity" in lines[2]
+    assert lines[2].startswith("missing: rFID needs torch_fidelity") and "fails to import" in lines[2]
+    assert "torchvision" in lines[2]
 
 
 def test_psnr_and_ssim_equal_torchmetrics():

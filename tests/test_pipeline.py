@@ -6,8 +6,9 @@ from helpers import tiny_autoencoder_dc
 from PIL import Image
 
 from revq_core.autoencoders.base import decode, encode
+from revq_core.evaluation.protocol import format_scores
 from revq_core.modeling.revq import ReVQ
-from revq_core.pipeline import evaluate_tokenizer, format_results, prepare_data, reconstruct_images
+from revq_core.pipeline import RESULT_COLUMNS, evaluate_tokenizer, prepare_data, reconstruct_images
 
 
 def _write_imagenet_layout(root, images_per_class=3, size=24):
@@ -83,9 +84,10 @@ def test_evaluation_reports_psnr_ssim_and_says_why_lpips_rfid_are_missing(tiny_v
         assert scores["num_images"] == 6
     assert len(notes) == 2 and notes[0].startswith("LPIPS skipped") and notes[1].startswith("rFID skipped")
     assert "alexnet-owt-7be5be79.pth" in notes[0] and "hub/checkpoints" in notes[0]
-    table = format_results(results)
+    table = format_scores(results, RESULT_COLUMNS, digits=3)  # as the training notebook prints them
     assert table.splitlines()[0].split() == ["paper_psnr", "paper_ssim", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
-    assert table.splitlines()[1].startswith("vae") and table.splitlines()[2].startswith("revq")
+    assert table.splitlines()[1].split() == ["vae"] + [f"{results['vae'][key]:.3f}" for key in RESULT_COLUMNS[:6]]
+    assert table.splitlines()[2].startswith("revq") and len(table.splitlines()) == 3
 
 
 def test_figures_go_where_the_environment_says(tmp_path, monkeypatch):

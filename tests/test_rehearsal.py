@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 
 from revq_core.autoencoders.base import downsampling_factor
+from revq_core.autoencoders.loading import load_vae
 from revq_core.data.latents import encode_image_folder, latent_cache_statistics
 from revq_core.data.photos import PHOTO_SOURCES, load_photo
 from revq_core.modeling.revq import ReVQ
 from revq_core.paper.flops import MODEL_CONFIGS
-from revq_core.pipeline import load_vae_for, prepare_data
+from revq_core.pipeline import prepare_data
 from revq_core.training.config import preset
 from revq_core.training.trainer import train
 
@@ -132,7 +133,6 @@ def test_a_vae_from_a_local_directory_encodes_into_the_safetensors_cache(tmp_pat
     """A VAE loaded from a directory has a path in its config (``_name_or_path``): the cache's metadata records it
     (it once failed there, after all the encoding)."""
     from revq_core.autoencoders.embedded import build_embedded_vae
-    from revq_core.autoencoders.loading import load_vae
     from revq_core.data.latents import load_latents
 
     torch.manual_seed(0)
@@ -154,7 +154,7 @@ def test_the_paper_path_end_to_end_with_a_random_dc_ae(tmp_path, monkeypatch, tw
     torch.manual_seed(0)
     vae_dir = tmp_path / "dc-ae-f32c32-sana-1.1-diffusers"
     AutoencoderDC(**SANA_1_1_CONFIG).save_pretrained(vae_dir)
-    vae = load_vae_for(str(vae_dir))  # as the notebook loads it
+    vae = load_vae(str(vae_dir))  # as the notebook loads it
     assert downsampling_factor(vae) == 32 and not vae.training
     root = _imagenet_like_root(tmp_path / "imagenet")
 

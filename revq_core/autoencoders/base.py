@@ -143,11 +143,6 @@ def downsampling_factor(vae) -> int | None:
     return as_latent_autoencoder(vae).downsampling_factor
 
 
-def check_image_size(vae, images: torch.Tensor) -> None:
-    """Raise a ValueError if the height or width of images (N, 3, H, W) is not a multiple of the VAE's factor f."""
-    as_latent_autoencoder(vae).check_image_size(images)
-
-
 @torch.no_grad()
 def encode(vae, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1] (or uint8) -> latents (N, C, H/f, W/f) float32 on the CPU, in batches."""

@@ -55,7 +55,7 @@ def pil_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
     return uint8_to_float(array[None])[0]
 
 
-def _is_hidden(path: Path) -> bool:
+def is_hidden(path: Path) -> bool:
     """True for names starting with '.' (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.JPEG``): never data."""
     return path.name.startswith(".")
 
@@ -102,12 +102,12 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"Image folder {self.root} does not exist. Point it at a directory in ImageNet "
                                     f"layout: root/<class>/<image>.JPEG (e.g. the ImageNet val set sorted by class).")
         self.size = size
-        class_dirs = sorted(path for path in self.root.iterdir() if path.is_dir() and not _is_hidden(path))
+        class_dirs = sorted(path for path in self.root.iterdir() if path.is_dir() and not is_hidden(path))
         self.classes = [path.name for path in class_dirs]
         candidates: list[tuple[Path, int]] = []
         for label, directory in enumerate(class_dirs or [self.root]):
             candidates += [(path, label) for path in sorted(directory.iterdir())
-                           if path.is_file() and not _is_hidden(path)]
+                           if path.is_file() and not is_hidden(path)]
         self.samples: list[tuple[Path, int]] = []
         self.skipped: list[tuple[Path, str]] = []
         for path, label in candidates:

@@ -1,4 +1,4 @@
-"""Reconstruction metrics as the paper reports them: PSNR, SSIM, LPIPS and rFID.
+"""Reconstruction metrics as the paper reports them: PSNR, SSIM, LPIPS, rFID and the Inception Score.
 
 Images are batches of shape (B, 3, H, W), RGB, with values in [0, 1] (pass ``value_range=(-1, 1)``
 for decoder outputs in [-1, 1]). Values outside the range are clamped first, as the authors'
@@ -12,11 +12,11 @@ per-image PSNRs, not the PSNR of the pooled MSE).
 - LPIPS is torchmetrics' copy of LPIPS v0.1, AlexNet variant, on inputs mapped to [-1, 1]. Its
   linear heads ship inside torchmetrics; the AlexNet backbone is torchvision's ImageNet weights,
   read from a local file.
-- rFID is torchmetrics' ``FrechetInceptionDistance`` on torch-fidelity's Inception-v3 (the
-  pt_inception-2015-12-05 weights, 2048-d pool features), read from a local file, with
-  ``antialias=False`` (TF1-style bilinear resize to 299, the standard FID protocol). For streamed,
-  sharded evaluation (``revq_core.evaluate``), ``inception_network`` gives the features and logits and
-  ``FeatureMoments`` / ``frechet_distance`` / ``inception_score`` turn sums over images into rFID and IS.
+- rFID and the Inception Score use torch-fidelity's Inception-v3 (the pt_inception-2015-12-05 weights,
+  2048-d pool features, TF1-style bilinear resize to 299: the standard FID protocol), read from a local
+  file: ``inception_network`` gives the features and logits, and ``FeatureMoments`` /
+  ``frechet_distance`` / ``inception_score`` turn sums over images into rFID and IS, so the shards of a
+  streamed, sharded evaluation combine exactly.
 
 The paper's own numbers come from another computation, reproduced by ``paper_psnr`` and ``paper_ssim``
 (the "paper" protocol; the functions above are the "standard" one). Read plainly, **the paper's PSNR is
@@ -32,12 +32,13 @@ where to put it; a missing or broken torchvision / torch-fidelity / torchmetrics
 ``MissingDependencyError`` saying how to install it, when LPIPS or rFID is asked for (they are
 imported then, not with this module). PSNR and SSIM need none of them.
 
-Use ``ReconstructionMetrics`` to evaluate over many batches::
+These are the functions; the accumulator over many batches, both protocols at once, is
+``revq_core.evaluation.protocol.Evaluator``::
 
-    metrics = ReconstructionMetrics(lpips=True, rfid=True)
-    for images in loader:
-        metrics.update(model(images), images)   # (pred, target)
-    metrics.compute()   # {'psnr_rgb': ..., 'psnr_y': ..., 'ssim_rgb': ..., 'ssim_y': ..., 'lpips': ..., 'rfid': ...}
+    evaluator = Evaluator(("revq",), lpips=lpips_network(), inception=inception_network())
+    for originals, reconstructions in batches:   # each (B, 3, H, W) in [0, 1]
+        evaluator.update(originals, {"revq": reconstructions})
+    evaluator.compute()   # {'protocols': {'paper': {'revq': {'psnr': ..., 'ssim': ..., 'lpips': ..., ...}}, ...}, ...}
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class MissingDependencyError(ImportError):
 # Inputs
 
 
-def _check_images(pred: torch.Tensor, target: torch.Tensor) -> None:
+def check_images(pred: torch.Tensor, target: torch.Tensor) -> None:
     """Check that pred and target are finite float image batches of one shape (B, 3, H, W)."""
     for name, images in (("pred", pred), ("target", target)):
         if not isinstance(images, torch.Tensor):
@@ -126,7 +127,7 @@ def _prepare(pred, target, channel: str, value_range) -> tuple[torch.Tensor, tor
     """Check, map to [0, 1] and pick the channel: (B, 3, H, W) -> (B, 3 or 1, H, W), float32 or float64."""
     if channel not in ("rgb", "y"):
         raise ValueError(f'channel must be "rgb" or "y" (BT.601 luma), got {channel!r}.')
-    _check_images(pred, target)
+    check_images(pred, target)
     pred, target = to_unit_range(pred, value_range), to_unit_range(target, value_range)
     if pred.dtype not in (torch.float32, torch.float64):  # half precision is too coarse for PSNR above ~40 dB
         pred, target = pred.float(), target.float()
@@ -235,7 +236,7 @@ def _paper_inputs(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
 
     float32 because the authors' images are float32 tensors: the luma rounding then falls the same way as theirs.
     """
-    _check_images(pred, target)
+    check_images(pred, target)
     return round_to_8_bits(pred.float()), target.float().clamp(0.0, 1.0)
 
 
@@ -335,7 +336,7 @@ def find_weights(filename: str, path: str | Path | None = None, what: str = "bac
     return default
 
 
-def _import_backend(module: str, what: str):
+def import_backend(module: str, what: str):
     """Import and return ``module`` (torchvision, torch_fidelity or a part of torchmetrics), or raise
     ``MissingDependencyError`` saying why it fails and how to fix it (one line)."""
     try:
@@ -371,8 +372,8 @@ def lpips_network(lpips_weights: str | Path | None = None, pretrained_backbone: 
     """
     path = find_weights(ALEXNET_WEIGHTS, lpips_weights, "LPIPS AlexNet", "lpips_weights", ALEXNET_URL) \
         if pretrained_backbone else None
-    _import_backend("torchvision", "LPIPS")
-    _NoTrainLpips = _import_backend("torchmetrics.functional.image.lpips", "LPIPS")._NoTrainLpips
+    import_backend("torchvision", "LPIPS")
+    _NoTrainLpips = import_backend("torchmetrics.functional.image.lpips", "LPIPS")._NoTrainLpips
 
     net = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)  # heads loaded, backbone random: no download
     if path is not None:
@@ -391,27 +392,6 @@ def _load_alexnet_backbone(backbone: nn.Module, state: dict, path) -> None:
                     raise ValueError(f"{path} is not torchvision's AlexNet state dict: it lacks {key!r}.")
                 renamed[f"{slice_name}.{index}.{param}"] = state[key]
     backbone.load_state_dict(renamed, strict=True)
-
-
-def fid_metric(rfid_weights: str | Path | None = None, feature: int | nn.Module = 2048):
-    """torchmetrics ``FrechetInceptionDistance`` set up as the standard rFID protocol.
-
-    torch-fidelity's Inception-v3 from ``rfid_weights`` or
-    ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``, ``antialias=False``,
-    ``feature`` 2048 (the standard pool features; 64, 192 or 768 only for quick checks, since the
-    2048-d Frechet distance takes ~40 s on a CPU). A module as ``feature`` replaces Inception
-    (uint8 (B, 3, H, W) -> (B, D); a stand-in for tests). Feed uint8 images (``to_uint8``) with
-    ``update(images, real=...)``. Needs torch-fidelity for Inception.
-    """
-    if isinstance(feature, nn.Module):
-        return _import_backend("torchmetrics.image.fid", "rFID").FrechetInceptionDistance(feature=feature,
-                                                                                         normalize=False)
-    path = find_weights(INCEPTION_WEIGHTS, rfid_weights, "rFID Inception-v3", "rfid_weights", INCEPTION_URL)
-    _import_backend("torch_fidelity", "rFID")
-    FrechetInceptionDistance = _import_backend("torchmetrics.image.fid", "rFID").FrechetInceptionDistance
-
-    return FrechetInceptionDistance(feature=feature, feature_extractor_weights_path=str(path), antialias=False,
-                                    normalize=False)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -436,7 +416,7 @@ def inception_network(rfid_weights: str | Path | None = None) -> nn.Module:
     authors' copy of this network runs. Needs torch-fidelity (and torchvision).
     """
     path = find_weights(INCEPTION_WEIGHTS, rfid_weights, "rFID Inception-v3", "rfid_weights", INCEPTION_URL)
-    fidelity = _import_backend("torch_fidelity.feature_extractor_inceptionv3", "rFID")
+    fidelity = import_backend("torch_fidelity.feature_extractor_inceptionv3", "rFID")
     network = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                                    feature_extractor_weights_path=str(path),
                                                    feature_extractor_internal_dtype="float64")
@@ -502,74 +482,3 @@ def inception_score(probability_sum: torch.Tensor, p_log_p_sum: torch.Tensor, co
     marginal = probability_sum / count
     mean_kl = (p_log_p_sum - probability_sum * torch.log(marginal + 1e-16)).sum() / count
     return float(torch.exp(mean_kl))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Accumulator
-
-
-class ReconstructionMetrics:
-    """PSNR and SSIM (RGB and Y), and optionally LPIPS and rFID, accumulated over batches.
-
-    ``update(pred, target)`` with reconstructions and originals, both (B, 3, H, W) in ``value_range``;
-    ``compute()`` returns floats: psnr_rgb, psnr_y, ssim_rgb, ssim_y, then lpips and rfid if enabled,
-    and num_images. Each is the mean over all images seen (rFID is over the pooled feature statistics).
-
-    lpips / rfid: False (skip), True (the standard network, which must be on disk, see
-    ``lpips_network`` and ``fid_metric``), or a module to use instead: for lpips a network called as
-    ``net(pred, target)`` on [-1, 1] images returning (B, ...) distances, for rfid an Inception-like
-    feature extractor taking uint8 images (as ``fid_metric(feature=...)``).
-    """
-
-    def __init__(self, value_range=(0.0, 1.0), lpips: bool | nn.Module = False, rfid: bool | nn.Module = False,
-                 lpips_weights: str | Path | None = None, rfid_weights: str | Path | None = None):
-        self.value_range = value_range
-        self._lpips = None
-        if isinstance(lpips, nn.Module):
-            self._lpips = lpips.eval()
-        elif lpips:
-            self._lpips = lpips_network(lpips_weights)
-        self._fid = None
-        if isinstance(rfid, nn.Module):
-            self._fid = fid_metric(feature=rfid)
-        elif rfid:
-            self._fid = fid_metric(rfid_weights)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every image seen so far."""
-        self._sums = {"psnr_rgb": 0.0, "psnr_y": 0.0, "ssim_rgb": 0.0, "ssim_y": 0.0, "lpips": 0.0}
-        self.num_images = 0
-        if self._fid is not None:
-            self._fid.reset()
-
-    @torch.no_grad()
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch: pred (reconstructions) and target (originals), both (B, 3, H, W) in ``value_range``."""
-        _check_images(pred, target)
-        pred, target = to_unit_range(pred, self.value_range), to_unit_range(target, self.value_range)
-        for channel in ("rgb", "y"):
-            self._sums[f"psnr_{channel}"] += float(psnr_per_image(pred, target, channel).sum())
-            self._sums[f"ssim_{channel}"] += float(ssim_per_image(pred, target, channel).sum())
-        if self._lpips is not None:
-            self._lpips.to(pred.device)
-            distances = self._lpips(pred * 2 - 1, target * 2 - 1)  # (B, 1, 1, 1), inputs in [-1, 1]
-            self._sums["lpips"] += float(distances.sum())
-        if self._fid is not None:
-            self._fid.to(pred.device)
-            self._fid.update(to_uint8(target), real=True)
-            self._fid.update(to_uint8(pred), real=False)
-        self.num_images += pred.shape[0]
-
-    def compute(self) -> dict[str, float]:
-        """Means over all images seen: psnr_rgb, psnr_y, ssim_rgb, ssim_y[, lpips][, rfid], num_images."""
-        if self.num_images == 0:
-            raise ValueError("no images seen: call update(pred, target) before compute().")
-        keys = ["psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"] + (["lpips"] if self._lpips is not None else [])
-        results = {key: self._sums[key] / self.num_images for key in keys}
-        if self._fid is not None:
-            if self.num_images < 2:
-                raise ValueError("rFID needs at least 2 images (it compares feature covariances).")
-            results["rfid"] = float(self._fid.compute())
-        results["num_images"] = self.num_images
-        return results

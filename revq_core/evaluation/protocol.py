@@ -48,8 +48,8 @@ from revq_core.autoencoders.base import as_latent_autoencoder
 from revq_core.checks import first_line
 from revq_core.data.images import ImageFolderDataset
 from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTION_URL, INCEPTION_WEIGHTS,
-                                          FeatureMoments, MissingDependencyError, MissingWeightsError, _check_images,
-                                          _import_backend, find_weights, frechet_distance, inception_network,
+                                          FeatureMoments, MissingDependencyError, MissingWeightsError, check_images,
+                                          find_weights, frechet_distance, import_backend, inception_network,
                                           inception_score, lpips_network, paper_psnr, paper_ssim, psnr_per_image,
                                           round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
 from revq_core.training import distributed
@@ -144,7 +144,7 @@ class Evaluator:
             self.real_features.add(self.inception(to_uint8(originals))[0])
         for source in self.sources:
             pred = reconstructions[source].float()
-            _check_images(pred, originals)
+            check_images(pred, originals)
             sums = self.sums[source]
             if "paper" in self.protocols:
                 sums["paper/psnr"] += paper_psnr(pred, originals).double().sum().cpu()
@@ -267,7 +267,7 @@ def _why_unavailable(filename, path, what, argument, url, metric, modules) -> st
         reasons.append(str(error))
     for module in modules:
         try:
-            _import_backend(module, metric)
+            import_backend(module, metric)
         except MissingDependencyError as error:
             reasons.append(str(error))
             break
@@ -483,18 +483,26 @@ def software_versions() -> dict[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Report and command line
+# The table of results
 
 
-def format_evaluation(results: dict) -> str:
-    """A text table per protocol of ``evaluate_image_folder`` results, each headed by its protocol's name."""
-    lines = []
-    for protocol, block in results["protocols"].items():
-        metrics = block["metrics"]
-        columns = [key for key in (*PROTOCOL_KEYS[protocol], *SHARED_KEYS)
-                   if all(key in scores for scores in metrics.values())]
-        lines.append(f"{protocol} protocol ({results['num_images']} images): {block['description']}")
-        lines.append(f"{'':8s}" + "".join(f"{column:>16s}" for column in columns))
-        for source, scores in metrics.items():
-            lines.append(f"{source:8s}" + "".join(f"{scores[column]:16.4f}" for column in columns))
+def format_scores(scores: dict[str, dict[str, float]], columns: Sequence[str], digits: int = 4) -> str:
+    """An aligned text table of scores ``{source: {metric: value}}``: one row per source, one column per metric
+    of ``columns`` that every source has (in that order), values with ``digits`` decimals.
+
+    The one table of evaluation results: ``revq_core.evaluate`` prints one per protocol
+    (``results["protocols"][protocol]["metrics"]``, columns ``PROTOCOL_KEYS[protocol] + SHARED_KEYS``), the
+    training notebook ``pipeline.evaluate_tokenizer``'s (``pipeline.RESULT_COLUMNS``), ``vae_quality`` a VAE's
+    beside bicubic.
+    """
+    if not scores:
+        raise ValueError("no scores to format: pass {source: {metric: value}} with at least one source.")
+    shown = [column for column in columns if all(column in row for row in scores.values())]
+    cells = {source: [f"{row[column]:.{digits}f}" for column in shown] for source, row in scores.items()}
+    widths = [max([len(column)] + [len(values[index]) for values in cells.values()])
+              for index, column in enumerate(shown)]
+    label = max(len(source) for source in scores)
+    lines = [" " * label + "".join(f"  {column:>{width}s}" for column, width in zip(shown, widths))]
+    lines += [f"{source:{label}s}" + "".join(f"  {value:>{width}s}" for value, width in zip(values, widths))
+              for source, values in cells.items()]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from revq_core.autoencoders.base import decode, encode
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.photos import CORPUS_CROPS, DEFAULT_CORPUS, build_photo_dataset
+from revq_core.evaluation.protocol import format_scores
 
 
 def bicubic_baseline(images: torch.Tensor, num_values: int = 2048) -> torch.Tensor:
@@ -25,6 +26,9 @@ def bicubic_baseline(images: torch.Tensor, num_values: int = 2048) -> torch.Tens
     side = int((num_values / images.shape[1]) ** 0.5)
     small = F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
     return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+QUALITY_COLUMNS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")  # reconstruction_quality's keys, in table order
 
 
 def reconstruction_quality(reference: torch.Tensor, reconstruction: torch.Tensor,
@@ -56,15 +60,6 @@ def evaluate_embedded_vae(vae=None, split: str = "test", num_crops: int | None =
             "bicubic": reconstruction_quality(images, bicubic_baseline(images, latents[0].numel()))}
 
 
-def format_quality(results: dict[str, dict[str, float]]) -> str:
-    """A small side-by-side table of ``evaluate_embedded_vae`` results."""
-    lines = [f"{'':10s} {'PSNR RGB':>9s} {'SSIM RGB':>9s} {'PSNR Y':>8s} {'SSIM Y':>7s}"]
-    for name, scores in results.items():
-        lines.append(f"{name:10s} {scores['psnr_rgb']:9.2f} {scores['ssim_rgb']:9.4f} "
-                     f"{scores['psnr_y']:8.2f} {scores['ssim_y']:7.4f}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m revq_core.evaluation.vae_quality", description="Embedded VAE utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate_embedded_vae(load_vae(args.vae), args.split, args.num_crops, corpus=corpus)
     side = CORPUS_CROPS[corpus].size
     print(f"{args.split} crops of the held-out photos (corpus {corpus}), {side} x {side}:")
-    print(format_quality(results))
+    print(format_scores(results, QUALITY_COLUMNS))
 
 
 if __name__ == "__main__":

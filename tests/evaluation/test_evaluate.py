@@ -1,5 +1,6 @@
-"""revq_core.evaluate: the paper's preprocessing, streaming an image folder (== one shot), --limit, corrupt files,
-2 gloo ranks == 1 rank, the offline path (no LPIPS / Inception weights) and the CLI writing its JSON."""
+"""revq_core.evaluate: the accumulator (Evaluator), the paper's preprocessing, streaming an image folder (== one shot),
+--limit, corrupt files, 2 gloo ranks == 1 rank, the offline path (no LPIPS / Inception weights) and the CLI writing its
+JSON."""
 import json
 import math
 import os
@@ -20,9 +21,10 @@ from torch import nn
 
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.images import ImageFolderDataset, resize_center_crop
-from revq_core.evaluation.metrics import paper_psnr, paper_ssim, psnr_per_image, round_to_8_bits, ssim_per_image
-from revq_core.evaluation.protocol import (PROTOCOLS, Evaluator, evaluate_image_folder, format_evaluation,
-                                           perceptual_networks, sha256_of_file)
+from revq_core.evaluation.metrics import (PSNR_CAP_DB, paper_psnr, paper_ssim, psnr_per_image, round_to_8_bits,
+                                          ssim_per_image, to_unit_range)
+from revq_core.evaluation.protocol import (PROTOCOL_KEYS, PROTOCOLS, SHARED_KEYS, Evaluator, evaluate_image_folder,
+                                           format_scores, perceptual_networks, sha256_of_file)
 from revq_core.modeling.revq import ReVQ
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +95,87 @@ def _evaluate(folder, vae, model, **options):
         return evaluate_image_folder(folder, vae, model, **settings)
 
 
+# ---- the accumulator ----------------------------------------------------------------------------------
+
+def _pair(batch: int = 12, size: int = 32, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstructions, originals), both (B, 3, size, size) in [0, 1]: smooth random originals as exact 8-bit
+    levels, and noisy copies of them."""
+    generator = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(batch, 3, 8, 8, generator=generator), size=size,
+                                             mode="bilinear")
+    originals = round_to_8_bits(smooth)
+    pred = (originals + noise * torch.randn(originals.shape, generator=generator)).clamp(0, 1)
+    return pred, originals
+
+
+def test_evaluator_over_uneven_batches_equals_the_formulas_on_all_images():
+    pred, originals = _pair()
+    evaluator = Evaluator(("revq",), lpips=MeanAbsDistance(), inception=TinyInception())
+    for chunk in (slice(0, 5), slice(5, 7), slice(7, 12)):  # uneven batches
+        evaluator.update(originals[chunk], {"revq": pred[chunk]})
+    computed = evaluator.compute()
+    assert computed["num_images"] == 12 and computed["missing_metrics"] == {}
+    expected = _expected_scores(pred, originals)
+    for protocol in PROTOCOLS:
+        scores = computed["protocols"][protocol]["revq"]
+        assert scores.keys() == {**expected[protocol], **expected["shared"]}.keys(), protocol
+        for key, value in {**expected[protocol], **expected["shared"]}.items():
+            assert scores[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (protocol, key)
+    assert scores["rfid"] > 0 and scores["lpips"] > 0
+
+
+def test_evaluator_scores_identical_images_as_perfect():
+    _, originals = _pair(batch=8)
+    evaluator = Evaluator(("revq",), lpips=MeanAbsDistance(), inception=TinyInception())
+    evaluator.update(originals, {"revq": to_unit_range(2 * originals - 1)})  # a decoder's [-1, 1], mapped to [0, 1]
+    scores = evaluator.compute()["protocols"]
+    standard, paper = scores["standard"]["revq"], scores["paper"]["revq"]
+    assert standard["psnr_rgb"] == standard["psnr_y"] == PSNR_CAP_DB
+    assert paper["psnr"] == pytest.approx(80.0)  # 10 log10(1 / 1e-8): the authors' epsilon
+    for value in (standard["ssim_rgb"], standard["ssim_y"], paper["ssim"]):
+        assert value == pytest.approx(1.0, abs=1e-6)
+    assert paper["lpips"] == 0.0 and abs(paper["rfid"]) < 1e-4
+
+
+def test_evaluator_clamps_reconstructions_to_zero_one():
+    pred, originals = _pair(batch=4)
+    overshoot = pred * 1.4 - 0.2  # a decoder's output overshoots [0, 1]
+    assert (overshoot < 0).any() and (overshoot > 1).any()
+    results = []
+    for reconstructions in (overshoot, overshoot.clamp(0, 1)):
+        evaluator = Evaluator(("revq",), lpips=MeanAbsDistance(), inception=TinyInception())
+        evaluator.update(originals, {"revq": reconstructions})
+        results.append(evaluator.compute())
+    assert results[0] == results[1]
+
+
+def test_evaluator_without_networks_and_with_too_few_images():
+    pred, originals = _pair(batch=2)
+    evaluator = Evaluator()
+    with pytest.raises(ValueError, match="no images seen"):
+        evaluator.compute()
+    evaluator.update(originals, {"revq": pred})
+    computed = evaluator.compute()
+    assert computed["num_images"] == 2 and computed["missing_metrics"] == {}
+    assert set(computed["protocols"]["paper"]["revq"]) == {"psnr", "ssim"}
+    assert set(computed["protocols"]["standard"]["revq"]) == {"psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"}
+    one_image = Evaluator(inception=TinyInception())
+    one_image.update(originals[:1], {"revq": pred[:1]})
+    computed = one_image.compute()
+    assert "rfid" not in computed["protocols"]["paper"]["revq"]
+    assert "inception_score" in computed["protocols"]["paper"]["revq"]
+    assert computed["missing_metrics"]["rfid"].startswith("rFID needs at least 2 images")
+
+
+def test_evaluator_rejects_nan_and_missing_reconstructions():
+    pred, originals = _pair(batch=2)
+    with pytest.raises(ValueError, match=r"reconstructions has no entry for \['vae'\]"):
+        Evaluator(("vae", "revq")).update(originals, {"revq": pred})
+    pred[1, 2, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"pred contains 1 NaN/Inf value\(s\) \(first at index \[1, 2, 3, 4\]\)"):
+        Evaluator().update(originals, {"revq": pred})
+
+
 # ---- the paper's preprocessing ----------------------------------------------------------------------
 
 def test_resize_center_crop_follows_torchvision_resize_and_center_crop():
@@ -120,6 +203,30 @@ def test_image_folder_gives_exact_8_bit_images_and_lists_skipped_files(folder):
 
 # ---- streaming == one shot, --limit, corrupt files ---------------------------------------------------
 
+def _expected_scores(pred: torch.Tensor, originals: torch.Tensor) -> dict:
+    """Every metric of reconstructions ``pred`` of ``originals`` (all images at once, (N, 3, H, W) in [0, 1]) from
+    direct formulas, with the stand-in networks: {"paper": {...}, "standard": {...}, "shared": {...}}."""
+    inception = TinyInception()
+    real_features, _ = inception((originals * 255).round().to(torch.uint8))
+    rounded = round_to_8_bits(pred)
+    fake_features, logits = inception((rounded * 255).round().to(torch.uint8))
+    real, fake = real_features.double().numpy(), fake_features.double().numpy()
+    covariance_root = scipy.linalg.sqrtm(np.cov(real, rowvar=False) @ np.cov(fake, rowvar=False)).real
+    fid = float(((real.mean(0) - fake.mean(0)) ** 2).sum() + np.trace(np.cov(real, rowvar=False))
+                + np.trace(np.cov(fake, rowvar=False)) - 2 * np.trace(covariance_root))
+    probabilities = torch.softmax(logits.double(), dim=-1)
+    kl = (probabilities * (probabilities.log() - probabilities.mean(0, keepdim=True).log())).sum(1)
+    return {
+        "paper": {"psnr": float(paper_psnr(pred, originals).mean()),
+                  "ssim": float(paper_ssim(pred, originals).mean())},
+        "standard": {f"{metric}_{channel}": float(function(pred, originals, channel).mean())
+                     for metric, function in (("psnr", psnr_per_image), ("ssim", ssim_per_image))
+                     for channel in ("rgb", "y")},
+        "shared": {"lpips": float((rounded - originals).abs().mul(2).mean()), "rfid": fid,
+                   "inception_score": math.exp(float(kl.mean()))},
+    }
+
+
 def _one_shot(folder, vae, model) -> dict:
     """Every readable image at once through VAE -> ReVQ -> VAE, scored with direct formulas."""
     dataset = ImageFolderDataset(folder, size=16, check_files=False)
@@ -128,28 +235,8 @@ def _one_shot(folder, vae, model) -> dict:
     with torch.no_grad():
         latents = vae.encode(originals * 2 - 1).latent
         decoded = {"vae": vae.decode(latents).sample, "revq": vae.decode(model.reconstruct_latent(latents)).sample}
-    inception = TinyInception()
-    real_features, _ = inception((originals * 255).round().to(torch.uint8))
-    expected = {}
-    for source, images in decoded.items():
-        pred = ((images + 1) / 2).clamp(0, 1)
-        rounded = round_to_8_bits(pred)
-        fake_features, logits = inception((rounded * 255).round().to(torch.uint8))
-        real, fake = real_features.double().numpy(), fake_features.double().numpy()
-        covariance_root = scipy.linalg.sqrtm(np.cov(real, rowvar=False) @ np.cov(fake, rowvar=False)).real
-        fid = float(((real.mean(0) - fake.mean(0)) ** 2).sum() + np.trace(np.cov(real, rowvar=False))
-                    + np.trace(np.cov(fake, rowvar=False)) - 2 * np.trace(covariance_root))
-        probabilities = torch.softmax(logits.double(), dim=-1)
-        kl = (probabilities * (probabilities.log() - probabilities.mean(0, keepdim=True).log())).sum(1)
-        expected[source] = {
-            "paper": {"psnr": float(paper_psnr(pred, originals).mean()),
-                      "ssim": float(paper_ssim(pred, originals).mean())},
-            "standard": {f"{metric}_{channel}": float(function(pred, originals, channel).mean())
-                         for metric, function in (("psnr", psnr_per_image), ("ssim", ssim_per_image))
-                         for channel in ("rgb", "y")},
-            "shared": {"lpips": float((rounded - originals).abs().mul(2).mean()), "rfid": fid,
-                       "inception_score": math.exp(float(kl.mean()))},
-        }
+    expected = {source: _expected_scores(((images + 1) / 2).clamp(0, 1), originals)
+                for source, images in decoded.items()}
     return {"count": len(readable), "scores": expected}
 
 
@@ -170,9 +257,10 @@ def test_streaming_equals_one_shot_and_skips_the_corrupt_file(folder, tiny_vae):
     revq_scores = results["protocols"]["paper"]["metrics"]["revq"]
     vae_scores = results["protocols"]["paper"]["metrics"]["vae"]
     assert revq_scores["psnr"] != vae_scores["psnr"]  # the tokens lose information: not a copy of the VAE row
-    table = format_evaluation(results)
-    assert table.splitlines()[0].startswith("paper protocol (7 images): the authors' computation")
-    assert "red channel" in table and "YIQ luma" in table
+    table = format_scores(results["protocols"]["paper"]["metrics"], PROTOCOL_KEYS["paper"] + SHARED_KEYS)
+    assert table.splitlines()[0].split() == ["psnr", "ssim", "lpips", "rfid", "inception_score"]
+    assert table.splitlines()[2].split() == ["revq"] + [f"{revq_scores[key]:.4f}" for key in
+                                                        ("psnr", "ssim", "lpips", "rfid", "inception_score")]
 
 
 def test_limit_takes_the_first_images_and_the_vae_alone_needs_no_model(folder, tiny_vae):
@@ -264,7 +352,19 @@ def test_two_gloo_ranks_give_the_results_of_one(folder, tiny_vae, tmp_path):
             assert ranks[0]["protocols"][protocol]["metrics"][source] == pytest.approx(scores, rel=1e-5), source
 
 
-# ---- the command line --------------------------------------------------------------------------------
+# ---- the table and the command line ----------------------------------------------------------------------
+
+def test_format_scores_aligns_the_columns_every_source_has():
+    scores = {"vae": {"psnr": 31.5301, "ssim": 0.8571, "lpips": 0.05}, "revq": {"psnr": 28.71, "ssim": 0.81849}}
+    table = format_scores(scores, ("psnr", "ssim", "lpips", "rfid"), digits=3)
+    assert table.splitlines() == ["        psnr   ssim",
+                                  "vae   31.530  0.857",
+                                  "revq  28.710  0.818"]
+    assert format_scores({"vae": {"a_long_name": 1.0}}, ["a_long_name"]).splitlines()[1] == "vae       1.0000"
+    with pytest.raises(ValueError, match="no scores"):
+        format_scores({}, ["psnr"])
+
+
 
 def test_cli_writes_the_json_and_says_where_the_weights_go(folder, tiny_vae, tmp_path):
     tiny_vae.save_pretrained(tmp_path / "vae")
@@ -288,6 +388,14 @@ def test_cli_writes_the_json_and_says_where_the_weights_go(folder, tiny_vae, tmp
     assert model_hashes["model.safetensors"] == sha256_of_file(tmp_path / "model" / "model.safetensors")
     assert results["software"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])
     assert "revq_core.evaluate" in results["command"]
+    lines = completed.stdout.splitlines()  # a table per protocol, each headed by its protocol and what it measures
+    paper = lines.index(next(line for line in lines if line.startswith("paper protocol (3 images): the authors'")))
+    assert "red channel" in lines[paper] and "YIQ luma" in lines[paper]
+    assert lines[paper + 1].split() == ["psnr", "ssim"] and lines[paper + 2].split()[0] == "vae"
+    assert lines[paper + 3].split() == ["revq"] + [f"{results['protocols']['paper']['metrics']['revq'][key]:.4f}"
+                                                   for key in ("psnr", "ssim")]
+    assert lines[paper + 4].startswith("standard protocol (3 images): PSNR and SSIM on RGB")
+    assert lines[paper + 5].split() == ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"]
     assert "lpips not computed" in completed.stdout and "--lpips-weights" in completed.stdout
     assert "hub/checkpoints/alexnet-owt-7be5be79.pth" in completed.stdout
     assert f"wrote {output}" in completed.stdout

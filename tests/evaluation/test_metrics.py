@@ -1,20 +1,19 @@
-"""Tests for revq_core.evaluation.metrics: known values, input checks, the accumulator, and the offline errors.
+"""Tests for revq_core.evaluation.metrics: known values, input checks and the offline errors.
 
 LPIPS and rFID need pretrained backbones that are never downloaded here: their plumbing is tested
-with stand-in networks, and with torchmetrics' real networks at random weights where torchvision
-and torch-fidelity import (tests marked so are skipped elsewhere).
+with the real networks at random weights where torchvision and torch-fidelity import (tests marked so
+are skipped elsewhere). The accumulator (``protocol.Evaluator``) is tested in test_evaluate.py.
 """
 import importlib
 import math
 
 import pytest
 import torch
-from torch import nn
 
 from revq_core.evaluation import metrics
-from revq_core.evaluation.metrics import (PSNR_CAP_DB, MissingDependencyError, MissingWeightsError,
-                                          ReconstructionMetrics, fid_metric, find_weights, lpips_network, psnr,
-                                          rgb_to_y, ssim, to_uint8, to_unit_range)
+from revq_core.evaluation.metrics import (PSNR_CAP_DB, FeatureMoments, MissingDependencyError, MissingWeightsError,
+                                          find_weights, frechet_distance, inception_network, lpips_network, psnr,
+                                          rgb_to_y, round_to_8_bits, ssim, to_uint8, to_unit_range)
 
 
 def _importable(module):
@@ -112,8 +111,6 @@ def test_nan_and_bad_inputs_raise():
     pred[1, 2, 3, 4] = float("nan")
     with pytest.raises(ValueError, match=r"pred contains 1 NaN/Inf value\(s\) \(first at index \[1, 2, 3, 4\]\)"):
         ssim(pred, target)
-    with pytest.raises(ValueError, match="NaN/Inf"):
-        ReconstructionMetrics().update(target, pred)
     with pytest.raises(TypeError, match="divide by 255"):
         psnr(to_uint8(target), to_uint8(target))
     with pytest.raises(ValueError, match='"rgb" or "y"'):
@@ -126,7 +123,7 @@ def test_missing_weights_message_names_file_and_torch_home(tmp_path, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     expected = tmp_path / "hub" / "checkpoints" / metrics.INCEPTION_WEIGHTS
     with pytest.raises(MissingWeightsError) as err:
-        fid_metric()
+        inception_network()
     message = str(err.value)
     assert isinstance(err.value, FileNotFoundError) and "\n" not in message
     assert str(expected) in message and f"$TORCH_HOME/hub/checkpoints/{metrics.INCEPTION_WEIGHTS}" in message
@@ -134,7 +131,7 @@ def test_missing_weights_message_names_file_and_torch_home(tmp_path, monkeypatch
     with pytest.raises(MissingWeightsError, match=metrics.ALEXNET_WEIGHTS):
         lpips_network()
     with pytest.raises(MissingWeightsError, match=f"not found at {tmp_path / 'nope.pth'}.*lpips_weights="):
-        ReconstructionMetrics(lpips=True, lpips_weights=tmp_path / "nope.pth")
+        lpips_network(lpips_weights=tmp_path / "nope.pth")
 
 
 def test_weights_found_in_torch_home_or_explicit_path(tmp_path, monkeypatch):
@@ -157,72 +154,7 @@ def test_rfid_without_torch_fidelity_says_how_to_install(tmp_path):
     weights = tmp_path / metrics.INCEPTION_WEIGHTS
     weights.write_bytes(b"")
     with pytest.raises(MissingDependencyError, match="rFID needs torch_fidelity.*pip install torch-fidelity"):
-        fid_metric(rfid_weights=weights)
-
-
-# ---- accumulator ------------------------------------------------------------------------------------
-
-class MeanAbsDistance(nn.Module):
-    """Stand-in for LPIPS: mean absolute difference, (B, 3, H, W) x 2 -> (B, 1, 1, 1)."""
-
-    def forward(self, a, b):
-        return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
-
-
-class TinyFeatures(nn.Module):
-    """Stand-in for Inception: uint8 (B, 3, H, W) -> (B, 4) pooled features of a fixed random conv."""
-    num_features = 4
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, bias=False)  # fixed weights below: every instance is the same network
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=torch.Generator().manual_seed(0)))
-
-    def forward(self, images):
-        return torch.tanh(self.conv(images.float() / 255)).mean(dim=(2, 3))
-
-
-def test_accumulator_equals_one_shot():
-    pred, target = _pair(batch=12, noise=0.1)
-    accumulated = ReconstructionMetrics(lpips=MeanAbsDistance(), rfid=TinyFeatures())
-    for chunk in (slice(0, 5), slice(5, 7), slice(7, 12)):  # uneven batches
-        accumulated.update(pred[chunk], target[chunk])
-    results = accumulated.compute()
-
-    fid = fid_metric(feature=TinyFeatures())
-    fid.update(to_uint8(target), real=True)
-    fid.update(to_uint8(pred), real=False)
-    expected = {"psnr_rgb": psnr(pred, target, "rgb"), "psnr_y": psnr(pred, target, "y"),
-                "ssim_rgb": ssim(pred, target, "rgb"), "ssim_y": ssim(pred, target, "y"),
-                "lpips": float(MeanAbsDistance()(2 * pred - 1, 2 * target - 1).mean()),
-                "rfid": float(fid.compute()), "num_images": 12}
-    assert results.keys() == expected.keys()
-    for key, value in expected.items():
-        assert results[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    assert results["rfid"] > 0 and results["lpips"] > 0
-
-    accumulated.reset()
-    accumulated.update(2 * target - 1, 2 * target - 1)  # value_range defaults to [0, 1]: this clamps
-    assert accumulated.num_images == 12 and accumulated.compute()["lpips"] == 0.0
-
-
-def test_accumulator_identical_images_and_value_range():
-    _, target = _pair(batch=8)
-    acc = ReconstructionMetrics(value_range=(-1, 1), lpips=MeanAbsDistance(), rfid=TinyFeatures())
-    acc.update(2 * target - 1, 2 * target - 1)
-    results = acc.compute()
-    assert results["psnr_rgb"] == results["psnr_y"] == PSNR_CAP_DB
-    assert results["ssim_y"] == pytest.approx(1.0, abs=1e-6) and results["lpips"] == 0.0
-    assert abs(results["rfid"]) < 1e-4
-
-
-def test_accumulator_without_backbones_and_empty():
-    acc = ReconstructionMetrics()
-    with pytest.raises(ValueError, match="no images seen"):
-        acc.compute()
-    acc.update(*_pair(batch=2))
-    assert set(acc.compute()) == {"psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "num_images"}
+        inception_network(rfid_weights=weights)
 
 
 # ---- torchmetrics' real networks at random weights (where torchvision / torch-fidelity import) -----
@@ -242,9 +174,14 @@ def test_lpips_network_plumbing_with_random_backbone(tmp_path):
     torch.save(alexnet.state_dict(), weights)
     loaded = lpips_network(lpips_weights=weights)
     torch.testing.assert_close(loaded.net.slice5.get_submodule("10").weight, alexnet.features[10].weight)
-    acc = ReconstructionMetrics(lpips=True, lpips_weights=weights)
-    acc.update(pred, target)
-    assert acc.compute()["lpips"] == pytest.approx(float(loaded(2 * pred - 1, 2 * target - 1).mean()), rel=1e-5)
+    from revq_core.evaluation.protocol import Evaluator, perceptual_networks
+
+    lpips_net, _, missing = perceptual_networks(inception=False, lpips_weights=weights)  # the accumulator's LPIPS
+    assert "lpips" not in missing
+    evaluator = Evaluator(("revq",), lpips=lpips_net)
+    evaluator.update(target, {"revq": pred})
+    expected = float(loaded(2 * round_to_8_bits(pred) - 1, 2 * target - 1).mean())  # on 8-bit reconstructions
+    assert evaluator.compute()["protocols"]["paper"]["revq"]["lpips"] == pytest.approx(expected, rel=1e-5)
 
     torch.save({"conv.weight": torch.zeros(1)}, weights)
     with pytest.raises(ValueError, match="not torchvision's AlexNet"):
@@ -264,16 +201,18 @@ def test_rfid_plumbing_with_random_inception(tmp_path, monkeypatch):
     weights = tmp_path / metrics.INCEPTION_WEIGHTS
     torch.save(random_inception.state_dict(), weights)
 
-    # 64-d features: the 2048-d Frechet distance takes ~40 s on a CPU (an eigendecomposition of 2048 x 2048).
+    # The first 64 features: the 2048-d Frechet distance takes ~40 s on a CPU (an eigendecomposition of 2048 x 2048).
     pred, target = _pair(batch=4, size=64, noise=0.2)
-    fid = fid_metric(weights, feature=64)
-    fid.update(to_uint8(target), real=True)
-    fid.update(to_uint8(target), real=False)
-    assert abs(float(fid.compute())) < 1e-3
-    fid.reset()
-    fid.update(to_uint8(target), real=True)
-    fid.update(to_uint8(pred), real=False)
-    assert math.isfinite(float(fid.compute())) and float(fid.compute()) > 0
+    network = inception_network(weights)
+    moments = {}
+    for name, images in (("target", target), ("pred", pred)):
+        features, logits = network(to_uint8(images))
+        assert features.shape == (4, 2048) and logits.shape == (4, 1008)
+        moments[name] = FeatureMoments()
+        moments[name].add(features[:, :64])
+    assert abs(frechet_distance(moments["target"], moments["target"])) < 1e-3
+    distance = frechet_distance(moments["target"], moments["pred"])
+    assert math.isfinite(distance) and distance > 0
 
 
 # ---- known values from an independent implementation (scikit-image) and by hand ---------------------------
