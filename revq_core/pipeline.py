@@ -19,8 +19,8 @@ import torch
 
 from revq_core.autoencoders.base import as_latent_autoencoder, decode, encode
 from revq_core.autoencoders.loading import load_vae
-from revq_core.checks import check_device
-from revq_core.data.files import cache_dir
+from revq_core.utils.checks import check_device
+from revq_core.utils.files import cache_dir
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.latents import embedded_latents, encode_image_folder
 from revq_core.data.photos import build_photo_dataset

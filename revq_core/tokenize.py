@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from revq_core import __version__
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
-from revq_core.checks import first_line
-from revq_core.data.files import REPO_ROOT, atomic_write
+from revq_core.utils.checks import first_line
+from revq_core.utils.files import REPO_ROOT, atomic_write
 from revq_core.data.images import IMAGE_EXTENSIONS, _is_hidden, pil_to_tensor
 
 # The tokenizer shipped with the repository (trained on the embedded photos): the default model.

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from revq_core.training import distributed
+from revq_core.utils import distributed
 from revq_core.training.checkpoint import CheckpointError
 from revq_core.training.config import PRESETS, preset, speed_settings
 from revq_core.training.run_dir import RunDirectoryError

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from revq_core.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
+from revq_core.utils.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
 from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.normalizer import LatentNormalizer
 from revq_core.modeling.quantizer import Quantizer, code_dim_for_tokens

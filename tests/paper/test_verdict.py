@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from revq_core import cpu_threads
+from revq_core.utils.threads import cpu_threads
 from revq_core.paper.verdict import Verdict
 
 
