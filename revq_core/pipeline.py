@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from revq_core.autoencoders.base import as_latent_autoencoder, decode, encode
+from revq_core.autoencoders.adapters import as_latent_autoencoder, decode, encode
 from revq_core.autoencoders.loading import load_vae
 from revq_core.utils.checks import check_device
 from revq_core.utils.files import cache_dir

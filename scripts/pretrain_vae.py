@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.autoencoders.embedded import (EMBEDDED_VAE_CORPUS, build_embedded_vae, embedded_vae_path,
                                              embedded_vae_v2_config)
 from revq_core.autoencoders.loading import load_vae

@@ -14,7 +14,7 @@ from helpers import small_model, tiny_vae  # noqa: E402
 from PIL import Image
 
 from revq_core import convert, pipeline
-from revq_core.autoencoders.base import downsampling_factor, encode
+from revq_core.autoencoders.adapters import downsampling_factor, encode
 from revq_core.autoencoders.embedded import embedded_vae_path
 from revq_core.data import latents as latent_cache
 from revq_core.data.images import ImageFolderDataset

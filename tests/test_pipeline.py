@@ -5,7 +5,7 @@ import torch
 from helpers import tiny_autoencoder_dc
 from PIL import Image
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.modeling.revq import ReVQ
 from revq_core.pipeline import evaluate_tokenizer, format_results, prepare_data, reconstruct_images
 

@@ -52,7 +52,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from tqdm.auto import tqdm
 
-from revq_core.autoencoders.base import encode
+from revq_core.autoencoders.adapters import encode
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS, embedded_vae_path
 from revq_core.autoencoders.loading import load_vae
 from revq_core.utils.checks import first_line
@@ -266,7 +266,7 @@ def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size:
     """Encode every image into a memory-mapped latent cache at ``path`` (.npy); resumable; returns the path.
 
     Args:
-        vae: a frozen VAE as for ``revq_core.autoencoders.base.encode`` (``vae.encode(x).latent``).
+        vae: a frozen VAE as for ``revq_core.autoencoders.adapters.encode`` (``vae.encode(x).latent``).
         images_or_dataset: a tensor (N, 3, H, W) (float in [-1, 1] or uint8) or a Dataset of such images
             (3, H, W) or ``(image, label)`` pairs, in a fixed order (row i of the cache is item i).
         batch_size: images per encoder call; num_workers: DataLoader workers decoding the images.

@@ -139,7 +139,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         """Attach the frozen VAE whose latents this model quantizes, for ``encode_images`` / ``decode_codes``: a
         ``LatentAutoencoder`` (what ``load_vae`` returns) or a diffusers ``AutoencoderDC`` / ``AutoencoderKL``
         (wrapped in its adapter, ``revq_core.autoencoders.as_latent_autoencoder``)."""
-        from revq_core.autoencoders.base import as_latent_autoencoder
+        from revq_core.autoencoders.adapters import as_latent_autoencoder
 
         vae = as_latent_autoencoder(vae).requires_grad_(False).eval()
         self.__dict__["vae"] = vae
