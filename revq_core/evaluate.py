@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from revq_core.convert import load_model
 from revq_core.evaluation.metrics import ALEXNET_WEIGHTS, INCEPTION_WEIGHTS, MissingWeightsError, find_weights
 from revq_core.evaluation.protocol import (PROTOCOLS, SHARED_DESCRIPTION, evaluate_image_folder, format_evaluation,
                                            sha256_of_file, software_versions, weights_hashes)
+from revq_core.modeling.loading import load_model
 from revq_core.utils import distributed
 
 

@@ -97,7 +97,7 @@ def load_tokenizer(model: str | os.PathLike | None = None, vae: str | os.PathLik
     vae: None for the VAE the model records.
     """
     from revq_core.autoencoders.loading import load_vae
-    from revq_core.convert import load_model
+    from revq_core.modeling.loading import load_model
 
     model_name = "embedded" if model in (None, "embedded") else str(model)
     if model_name == "embedded":

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from revq_core.utils.checks import check_codes, check_latent_shape, check_latents, check_not_empty
 from revq_core.ops.search import nearest_codes
+from revq_core.utils.checks import check_codes, check_latent_shape, check_latents, check_not_empty
 
 SPLITS = ("channel", "spatial", "single")
 
