@@ -1,4 +1,4 @@
-"""Token ids -> images on the command line: the inverse of ``python -m revq_core.tokenize``.
+"""Token ids -> images on the command line: the inverse of ``python -m revq_core.tokenize_images``.
 
     python -m revq_core.detokenize codes.npz --out reconstructions/            # the model named in codes.npz
     python -m revq_core.detokenize codes.npz --out reconstructions/ --model DIR|hub-id
@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from revq_core.evaluation.metrics import to_uint8, to_unit_range
-from revq_core.tokenize import TokenizerInputError, load_codes, load_tokenizer, model_digest, run_cli
+from revq_core.tokenize_images import TokenizerInputError, load_codes, load_tokenizer, model_digest, run_cli
 
 
 def check_codes_fit(meta: dict, model, model_name: str, force: bool = False) -> None:
@@ -57,7 +57,7 @@ def detokenize_file(codes_path, out, model: str | None = None, vae: str | None =
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m revq_core.detokenize", description=__doc__.split("\n")[0])
-    parser.add_argument("codes", help="the codes file written by `python -m revq_core.tokenize`")
+    parser.add_argument("codes", help="the codes file written by `python -m revq_core.tokenize_images`")
     parser.add_argument("--out", required=True, help="folder for the decoded images (PNG)")
     parser.add_argument("--model", help="default: the model named in the codes file")
     parser.add_argument("--vae", help="default: the VAE named in the codes file")

@@ -10,7 +10,7 @@ an hour; the rectifier starts at the identity (``rectifier_residual``, as the ``
 paper's form, which needs far more steps to learn the identity first). Saved with ``save_pretrained``
 (under 30 MB), loadable offline in one line:
 
-    ReVQ.from_pretrained("data/embedded_tokenizer")      # or: python -m revq_core.tokenize <images> --out codes.npz
+    ReVQ.from_pretrained("data/embedded_tokenizer")  # or: python -m revq_core.tokenize_images <images> --out codes.npz
 
 ``--evaluate`` measures, on held-out crops of the test photos, the tokenizer beside the VAE alone and beside
 the ``demo`` preset trained on the same latents (both protocols: the paper's and the standard one), writes

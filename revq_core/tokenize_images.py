@@ -1,7 +1,7 @@
 """Images -> token ids on the command line, and the codes file both directions share.
 
-    python -m revq_core.tokenize photo.jpg more_photos/ --out codes.npz            # the shipped tokenizer
-    python -m revq_core.tokenize <imagenet>/val --out codes.npz --model DIR|hub-id --vae DIR|hub-id
+    python -m revq_core.tokenize_images photo.jpg more_photos/ --out codes.npz            # the shipped tokenizer
+    python -m revq_core.tokenize_images <imagenet>/val --out codes.npz --model DIR|hub-id --vae DIR|hub-id
     python -m revq_core.detokenize codes.npz --out reconstructions/
 
 Every image is resized (short side to the model's image size, bilinear, antialiased) and centre-cropped
@@ -133,12 +133,12 @@ def load_codes(path: str | os.PathLike) -> tuple[torch.Tensor, list[str], dict]:
     """(codes (N, T) int64, names, meta) from a codes file; TokenizerInputError if it is not one."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise TokenizerInputError(f"{path} does not exist; pass the .npz written by `python -m revq_core.tokenize`.")
+        raise TokenizerInputError(f"{path} does not exist; pass the .npz written by `python -m revq_core.tokenize_images`.")
     try:
         with np.load(path, allow_pickle=False) as file:
             codes, names, meta = file["codes"], [str(name) for name in file["names"]], json.loads(str(file["meta"]))
     except Exception as error:  # not a zip, missing keys, bad JSON
-        raise TokenizerInputError(f"{path} is not a codes file written by `python -m revq_core.tokenize` "
+        raise TokenizerInputError(f"{path} is not a codes file written by `python -m revq_core.tokenize_images` "
                                   f"({first_line(error)}).") from None
     if codes.ndim != 2 or len(codes) != len(names):
         raise TokenizerInputError(f"{path} is damaged: codes of shape {codes.shape} for {len(names)} names.")
@@ -183,7 +183,7 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m revq_core.tokenize", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m revq_core.tokenize_images", description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", help="image files and/or folders of images (read recursively)")
     parser.add_argument("--out", required=True, help="the codes file to write (.npz)")
     parser.add_argument("--model", help="ReVQ directory (save_pretrained) or hub id, or one of the authors' models; "
