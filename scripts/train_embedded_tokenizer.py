@@ -32,13 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from revq_core.autoencoders import load_vae  # noqa: E402
-from revq_core.utils.files import cache_dir  # noqa: E402
 from revq_core.data.latents import embedded_latents  # noqa: E402
 from revq_core.data.photos import build_photo_dataset  # noqa: E402
 from revq_core.modeling.revq import ReVQ  # noqa: E402
 from revq_core.pipeline import evaluate_tokenizer, reconstruct_images  # noqa: E402
 from revq_core.training.config import preset  # noqa: E402
 from revq_core.training.trainer import train  # noqa: E402
+from revq_core.utils.files import cache_dir  # noqa: E402
 
 VAE = "embedded-v2"
 OUT = REPO / "data" / "embedded_tokenizer"
