@@ -45,9 +45,9 @@ from revq_core.autoencoders.adapters import decode, encode
 from revq_core.autoencoders.embedded import (EMBEDDED_VAE_CORPUS, build_embedded_vae, embedded_vae_path,
                                              embedded_vae_v2_config)
 from revq_core.autoencoders.loading import load_vae
-from revq_core.utils.files import atomic_write, cache_dir  # noqa: E402
 from revq_core.data.photos import build_photo_dataset, uint8_to_float
 from revq_core.evaluation.vae_quality import bicubic_baseline, format_quality, reconstruction_quality
+from revq_core.utils.files import atomic_write, cache_dir  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -55,12 +55,12 @@ from tqdm.auto import tqdm
 from revq_core.autoencoders.adapters import encode
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS, embedded_vae_path
 from revq_core.autoencoders.loading import load_vae
-from revq_core.utils.checks import first_line
-from revq_core.utils.files import atomic_write, atomic_write_bytes, cache_dir
 from revq_core.data.images import ImageFolderDataset
-from revq_core.utils.moments import RunningMoments
 from revq_core.data.photos import CORPUS_CROPS, build_photo_dataset
 from revq_core.utils import distributed
+from revq_core.utils.checks import first_line
+from revq_core.utils.files import atomic_write, atomic_write_bytes, cache_dir
+from revq_core.utils.moments import RunningMoments
 
 
 def _as_batch(batch) -> torch.Tensor:

@@ -45,7 +45,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from revq_core.autoencoders.adapters import as_latent_autoencoder
-from revq_core.utils.checks import first_line
 from revq_core.data.images import ImageFolderDataset
 from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTION_URL, INCEPTION_WEIGHTS,
                                           FeatureMoments, MissingDependencyError, MissingWeightsError, _check_images,
@@ -53,6 +52,7 @@ from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTIO
                                           inception_score, lpips_network, paper_psnr, paper_ssim, psnr_per_image,
                                           round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
 from revq_core.utils import distributed
+from revq_core.utils.checks import first_line
 
 PROTOCOLS = ("paper", "standard")
 PROTOCOL_DESCRIPTIONS = {

@@ -24,17 +24,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from revq_core.utils.threads import cpu_threads
-from revq_core.utils.checks import check_device, check_finite, check_latents
-from revq_core.utils.files import atomic_write_text
 from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.reset import CodeUsage, reset_unused_codes
 from revq_core.modeling.revq import ReVQ
 from revq_core.ops import codebook_grad
-from revq_core.utils import distributed
 from revq_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from revq_core.training.config import TrainConfig, _check_config
 from revq_core.training.run_dir import CHECKPOINT, HISTORY, MODEL, claim_run_directory
+from revq_core.utils import distributed
+from revq_core.utils.checks import check_device, check_finite, check_latents
+from revq_core.utils.files import atomic_write_text
+from revq_core.utils.threads import cpu_threads
 
 
 def compile_rectifier(model: ReVQ, config: TrainConfig) -> None:
