@@ -17,7 +17,8 @@ but the preprocessor uses neither: where they are missing, empty placeholder mod
 Configuration: their ``configs/512T_NC=16384.yaml`` (T = G = 512 codebooks of K = 16384 codes of D = 4,
 ViT rectifier ``DCAEDecoder`` of width 512 and depth 3; lr 0.01, 100 epochs; the YAML's values, not their
 ``config.py`` command-line defaults), built by their ``setup_models``; ours is ``preset("paper_512T")`` with
-the same batch size, built from their initial weights by ``revq_core.convert.convert_authors_checkpoint``.
+the same batch size, built from their initial weights by
+``revq_core.modeling.authors_format.convert_authors_checkpoint``.
 B = 32 on the CPU, 256 on CUDA (``--batch``); N = steps x B random latents (N, 32, 8, 8).
 
 One epoch = ``--steps`` training steps over the N latents (shuffled, drop_last) + the end-of-epoch code reset
@@ -55,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revq_core.convert import convert_authors_checkpoint  # noqa: E402
+from revq_core.modeling.authors_format import convert_authors_checkpoint  # noqa: E402
 from revq_core.training.config import preset, speed_settings  # noqa: E402
 from revq_core.training.trainer import (compile_rectifier, end_of_epoch, optimizer_and_scheduler,  # noqa: E402
                                         train_epoch, train_step)

@@ -47,7 +47,7 @@ PAPER_CODES_USED_WITHOUT_RESET = 2
 import torch
 import matplotlib.pyplot as plt
 
-from revq_core import cpu_threads
+from revq_core.utils.threads import cpu_threads
 from revq_core.paper.plots import save_figure
 from revq_core.paper.toy import code_grid, codes_used, fit_toy, make_toy_points, plot_code_grid, quantization_mse
 

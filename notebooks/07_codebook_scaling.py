@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from revq_core import cpu_threads
+from revq_core.utils.threads import cpu_threads
 from revq_core.paper.experiments import (codebook_scaling, format_table, growth_per_halving, plot_codebook_scaling,
                                          sig, smallest_k, subset)
 from revq_core.data.latents import embedded_latents

@@ -1,5 +1,4 @@
 """revq_core: ReVQ (Quantize-then-Rectify) as a small, tested library."""
-import os as _os
 import warnings as _warnings
 
 __version__ = "0.1.0"
@@ -12,21 +11,10 @@ with _warnings.catch_warnings():
     _warnings.filterwarnings("ignore", message="IProgress not found")
     import tqdm.auto  # noqa: F401
 
+# $REVQ_NUM_THREADS is applied once, here (revq_core.utils.threads.cpu_threads).
+from revq_core.utils.threads import cpu_threads as _cpu_threads  # noqa: E402
 
-def cpu_threads(requested: int | None = None) -> int | None:
-    """The CPU thread count to use: ``$REVQ_NUM_THREADS`` when set, else ``requested`` (None: torch's own
-    choice). The variable is how the notebooks' checks are run with 1 and with 2 threads, and how a
-    background job is kept to 1 thread; it is applied once when revq_core is imported, and wins over the
-    thread counts that notebooks and ``TrainConfig.num_threads`` ask for."""
-    from_environment = _os.environ.get("REVQ_NUM_THREADS", "").strip()
-    if from_environment:
-        if not from_environment.isdigit() or int(from_environment) < 1:
-            raise ValueError(f"REVQ_NUM_THREADS must be a positive integer, got {from_environment!r}.")
-        return int(from_environment)
-    return requested
-
-
-if cpu_threads() is not None:
+if _cpu_threads() is not None:
     import torch as _torch
 
-    _torch.set_num_threads(cpu_threads())
+    _torch.set_num_threads(_cpu_threads())

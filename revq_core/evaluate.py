@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from revq_core.convert import load_model
 from revq_core.evaluation.metrics import ALEXNET_WEIGHTS, INCEPTION_WEIGHTS, MissingWeightsError, find_weights
 from revq_core.evaluation.protocol import (PROTOCOL_KEYS, PROTOCOLS, SHARED_DESCRIPTION, SHARED_KEYS,
                                            evaluate_image_folder, format_scores, sha256_of_file, software_versions,
                                            weights_hashes)
-from revq_core.training import distributed
+from revq_core.modeling.loading import load_model
+from revq_core.utils import distributed
 
 
 def _cli_hint(reason: str) -> str:

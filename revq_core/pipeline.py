@@ -18,14 +18,15 @@ from typing import NamedTuple
 
 import torch
 
-from revq_core.autoencoders.base import as_latent_autoencoder, decode, encode
-from revq_core.checks import check_device
-from revq_core.data.files import cache_dir
+from revq_core.autoencoders.adapters import as_latent_autoencoder, decode, encode
+from revq_core.autoencoders.loading import load_vae
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.latents import embedded_latents, encode_image_folder
 from revq_core.data.photos import build_photo_dataset
 from revq_core.evaluation.metrics import to_unit_range
 from revq_core.evaluation.protocol import Evaluator, perceptual_networks
+from revq_core.utils.checks import check_device
+from revq_core.utils.files import cache_dir
 
 
 def check_run_setup(device: str | torch.device, output_dir: str | os.PathLike | None, config=None) -> None:

@@ -6,11 +6,11 @@
 """
 from __future__ import annotations
 
-from revq_core.training import distributed
 from revq_core.training.checkpoint import CheckpointError
 from revq_core.training.config import PRESETS, preset, speed_settings
 from revq_core.training.run_dir import RunDirectoryError
 from revq_core.training.trainer import train
+from revq_core.utils import distributed
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,14 +41,14 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.autoencoders.embedded import (EMBEDDED_VAE_CORPUS, build_embedded_vae, embedded_vae_path,
                                              embedded_vae_v2_config)
 from revq_core.autoencoders.loading import load_vae
-from revq_core.data.files import atomic_write, cache_dir  # noqa: E402
 from revq_core.data.photos import build_photo_dataset, uint8_to_float
 from revq_core.evaluation.protocol import format_scores
 from revq_core.evaluation.vae_quality import QUALITY_COLUMNS, bicubic_baseline, reconstruction_quality
+from revq_core.utils.files import atomic_write, cache_dir  # noqa: E402
 
 
 def parse_args(argv=None):

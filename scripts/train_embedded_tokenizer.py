@@ -10,7 +10,7 @@ an hour; the rectifier starts at the identity (``rectifier_residual``, as the ``
 paper's form, which needs far more steps to learn the identity first). Saved with ``save_pretrained``
 (under 30 MB), loadable offline in one line:
 
-    ReVQ.from_pretrained("data/embedded_tokenizer")      # or: python -m revq_core.tokenize <images> --out codes.npz
+    ReVQ.from_pretrained("data/embedded_tokenizer")  # or: python -m revq_core.tokenize_images <images> --out codes.npz
 
 ``--evaluate`` measures, on held-out crops of the test photos, the tokenizer beside the VAE alone and beside
 the ``demo`` preset trained on the same latents (both protocols: the paper's and the standard one), writes
@@ -32,13 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from revq_core.autoencoders import load_vae  # noqa: E402
-from revq_core.data.files import cache_dir  # noqa: E402
 from revq_core.data.latents import embedded_latents  # noqa: E402
 from revq_core.data.photos import build_photo_dataset  # noqa: E402
 from revq_core.modeling.revq import ReVQ  # noqa: E402
 from revq_core.pipeline import evaluate_tokenizer, reconstruct_images  # noqa: E402
 from revq_core.training.config import preset  # noqa: E402
 from revq_core.training.trainer import train  # noqa: E402
+from revq_core.utils.files import cache_dir  # noqa: E402
 
 VAE = "embedded-v2"
 OUT = REPO / "data" / "embedded_tokenizer"

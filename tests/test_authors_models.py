@@ -13,9 +13,9 @@ import torch
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from revq_core import convert
-from revq_core.convert import (AUTHORS_PREPROCESSOR_URL, AUTHORS_VAE, AuthorsModelUnavailable,
-                               CheckpointConversionError, load_authors_model)
 from revq_core.data.latents import encode_to_cache, latent_cache_statistics
+from revq_core.modeling.authors_format import (AUTHORS_PREPROCESSOR_URL, AUTHORS_VAE, AuthorsModelUnavailable,
+                                               CheckpointConversionError, load_authors_model)
 from revq_core.modeling.revq import ReVQ
 from tests.data.test_latent_cache import FakeVAE, Images
 from tests.test_convert import _authors_layout
@@ -212,7 +212,7 @@ def test_from_pretrained_points_their_models_to_load_authors_model(tmp_path, nam
 def test_the_evaluation_loads_their_models_and_ours(tmp_path):
     """``python -m revq_core.evaluate --model`` takes a local copy of their repository (converted with their
     preprocessor) as well as a directory of this project's format."""
-    from revq_core.convert import load_model
+    from revq_core.modeling.loading import load_model
 
     checkpoint, _ = _their_repository(tmp_path / "revq", "512T")
     theirs = load_model(str(tmp_path / "revq"), preprocessor=str(tmp_path / "preprocessor.pth"))

@@ -6,7 +6,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from revq_core.convert import CheckpointConversionError, convert_authors_checkpoint, main
+from revq_core.convert import main
+from revq_core.modeling.authors_format import CheckpointConversionError, convert_authors_checkpoint
 from revq_core.modeling.revq import ReVQ
 
 # ---- the authors' format, written down from github.com/Neur-IO/ReVQ -----------------------------------------

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from helpers import REPO_ROOT
-from revq_core import detokenize, tokenize
+from revq_core import detokenize, tokenize_images
 from revq_core.autoencoders import load_vae
+from revq_core.data.codes import load_codes
 from revq_core.data.photos import PHOTO_CORPUS_DIR, build_photo_dataset
 from revq_core.modeling.revq import ReVQ
 from revq_core.pipeline import evaluate_tokenizer
@@ -37,8 +38,8 @@ def test_shipped_tokenizer_loads_in_one_line_and_keeps_its_quality():
 
 def test_the_command_line_uses_it_by_default(tmp_path):
     photo = sorted((PHOTO_CORPUS_DIR / "test").glob("*.jpg"))[0]
-    tokenize.main([str(photo), "--out", str(tmp_path / "codes.npz"), "--no-progress"])
-    codes, names, meta = tokenize.load_codes(tmp_path / "codes.npz")
+    tokenize_images.main([str(photo), "--out", str(tmp_path / "codes.npz"), "--no-progress"])
+    codes, names, meta = load_codes(tmp_path / "codes.npz")
     assert meta["model"] == "embedded" and meta["image_size"] == 128 and codes.shape == (1, 512)
     with np.load(tmp_path / "codes.npz") as file:
         assert file["codes"].dtype == np.uint16

@@ -14,11 +14,12 @@ from helpers import small_model, tiny_vae  # noqa: E402
 from PIL import Image
 
 from revq_core import convert, pipeline
-from revq_core.autoencoders.base import downsampling_factor, encode
+from revq_core.autoencoders.adapters import downsampling_factor, encode
 from revq_core.autoencoders.embedded import embedded_vae_path
 from revq_core.data import latents as latent_cache
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.latents import load_latents, save_latents
+from revq_core.modeling import authors_format
 from revq_core.modeling.revq import ReVQ
 from revq_core.training.config import preset
 from revq_core.training.trainer import train
@@ -320,5 +321,5 @@ def test_convert_a_bogus_file_never_suggests_an_unsafe_load(tmp_path, content):
     assert "expected a torch.save file of a dict {'quantizer'" in message
     assert "weights_only=False" not in message and "\n" not in message
     assert not (tmp_path / "out").exists()
-    with pytest.raises(convert.CheckpointConversionError, match="not a checkpoint in the authors' format"):
-        convert.convert_authors_checkpoint(source)
+    with pytest.raises(authors_format.CheckpointConversionError, match="not a checkpoint in the authors' format"):
+        authors_format.convert_authors_checkpoint(source)

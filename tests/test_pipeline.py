@@ -5,7 +5,7 @@ import torch
 from helpers import tiny_autoencoder_dc
 from PIL import Image
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.evaluation.protocol import format_scores
 from revq_core.modeling.revq import ReVQ
 from revq_core.pipeline import RESULT_COLUMNS, evaluate_tokenizer, prepare_data, reconstruct_images

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from revq_core.autoencoders.base import downsampling_factor
+from revq_core.autoencoders.adapters import downsampling_factor
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.latents import encode_image_folder, latent_cache_statistics
 from revq_core.data.photos import PHOTO_SOURCES, load_photo

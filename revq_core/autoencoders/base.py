@@ -4,9 +4,9 @@ ReVQ needs five things from a VAE, whatever its family: encode images to a deter
 decode a latent to images, the downsampling factor f, the latent channels C (so the latent shape and
 the expected image size follow), and a key that tells its latents apart from another VAE's (for caches).
 ``LatentAutoencoder`` is that interface around a diffusers model; each family has one small subclass
-(``dc_ae.DCAutoencoder``, ``kl.KLAutoencoder``), and ``as_latent_autoencoder`` picks it. Latents are
-never scaled or shifted (a config's ``scaling_factor`` / ``shift_factor`` are not applied): ReVQ
-normalizes every latent dimension itself.
+(``dc_ae.DCAutoencoder``, ``kl.KLAutoencoder``), and ``adapters.as_latent_autoencoder`` picks it (this
+module imports no family). Latents are never scaled or shifted (a config's ``scaling_factor`` /
+``shift_factor`` are not applied): ReVQ normalizes every latent dimension itself.
 
     vae = as_latent_autoencoder(AutoencoderDC(...))     # or load_vae(...), which returns one
     latents = vae.encode(images)                        # (B, C, H/f, W/f), float32
@@ -19,7 +19,6 @@ import hashlib
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 
 class LatentAutoencoder(nn.Module):
@@ -113,50 +112,3 @@ class LatentAutoencoder(nn.Module):
             raise ValueError(f"this {type(self.model).__name__}'s config does not give its downsampling factor; "
                              f"wrap it in a LatentAutoencoder subclass that does.")
         return self.downsampling_factor
-
-
-def as_latent_autoencoder(vae: nn.Module) -> LatentAutoencoder:
-    """``vae`` as a ``LatentAutoencoder``: returned as is if it is one; a diffusers ``AutoencoderDC`` or
-    ``AutoencoderKL`` gets its family's adapter; any other module with ``encode(x)`` (returning ``.latent``,
-    ``.latent_dist`` or a tensor) and, to decode, ``decode(z)`` (``.sample`` or a tensor) the generic one."""
-    if isinstance(vae, LatentAutoencoder):
-        return vae
-    from diffusers import AutoencoderDC, AutoencoderKL
-
-    from revq_core.autoencoders.dc_ae import DCAutoencoder
-    from revq_core.autoencoders.kl import KLAutoencoder
-
-    if isinstance(vae, AutoencoderDC):
-        adapter = DCAutoencoder(vae)
-    elif isinstance(vae, AutoencoderKL):
-        adapter = KLAutoencoder(vae)
-    elif callable(getattr(vae, "encode", None)):  # decode(latents) is needed only to decode
-        adapter = LatentAutoencoder(vae)
-    else:
-        raise TypeError(f"a VAE must be a LatentAutoencoder, a diffusers AutoencoderDC / AutoencoderKL, or a module "
-                        f"with encode(images) (and decode(latents) to decode); got {type(vae).__name__}.")
-    return adapter.train(vae.training)  # the adapter is in the mode of the model it wraps
-
-
-def downsampling_factor(vae) -> int | None:
-    """The spatial downsampling factor f of a VAE (image side / latent side), or None if it does not say."""
-    return as_latent_autoencoder(vae).downsampling_factor
-
-
-@torch.no_grad()
-def encode(vae, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-    """Images (N, 3, H, W) in [-1, 1] (or uint8) -> latents (N, C, H/f, W/f) float32 on the CPU, in batches."""
-    if len(images) == 0:
-        raise ValueError("No images to encode: got an empty batch.")
-    vae = as_latent_autoencoder(vae)
-    vae.check_image_size(images)
-    return torch.cat([vae.encode(images[start:start + batch_size]).cpu()
-                      for start in tqdm(range(0, len(images), batch_size), desc="encode", disable=not progress)])
-
-
-@torch.no_grad()
-def decode(vae, latents: torch.Tensor, batch_size: int = 64, clamp: bool = True, progress: bool = False) -> torch.Tensor:
-    """Latents (N, C, h, w) -> images (N, 3, h*f, w*f) float32 on the CPU in [-1, 1] (clamped), in batches."""
-    vae = as_latent_autoencoder(vae)
-    return torch.cat([vae.decode(latents[start:start + batch_size], clamp).cpu()
-                      for start in tqdm(range(0, len(latents), batch_size), desc="decode", disable=not progress)])

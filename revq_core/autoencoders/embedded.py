@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from revq_core.data.files import REPO_ROOT
+from revq_core.utils.files import REPO_ROOT
 
 # Names load_vae accepts for the VAEs shipped in this repository (a tokenizer records one in its config).
 EMBEDDED_VAE_DIRS = {"embedded-v2": Path("data") / "embedded_vae_v2", "embedded": Path("data") / "embedded_vae"}

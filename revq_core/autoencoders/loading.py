@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from revq_core.autoencoders.base import LatentAutoencoder, as_latent_autoencoder
+from revq_core.autoencoders.adapters import as_latent_autoencoder
+from revq_core.autoencoders.base import LatentAutoencoder
 from revq_core.autoencoders.dc_ae import DC_AE_HUB_IDS
 from revq_core.autoencoders.embedded import (DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_DIRS, PRETRAIN_COMMANDS,
                                              embedded_vae_path, is_embedded_vae)

@@ -1,1 +1,1 @@
-"""Data: the embedded photos, image folders, latent caches, file locations."""
+"""Data: the embedded photos, image folders, latent caches, the codes file."""

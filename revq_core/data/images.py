@@ -1,4 +1,5 @@
-"""Images from disk: an ImageNet-layout folder, the paper's resize-and-centre-crop, PIL -> tensor.
+"""Images from disk: an ImageNet-layout folder, the paper's resize-and-centre-crop, PIL -> tensor, and the image
+files a command line names (``find_images``, read in batches by ``image_batches``).
 
 Images returned by this module are float32 tensors in [-1, 1], shape (3, H, W) per image.
 """
@@ -6,13 +7,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from revq_core.data.photos import uint8_to_float
+from revq_core.utils.checks import first_line
 
 # ---------------------------------------------------------------------------------------------
 # ImageNet-layout folder
@@ -168,3 +172,82 @@ def _header_is_readable(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Image files named on a command line (``python -m revq_core.tokenize_images``), and back to PNG
+# ---------------------------------------------------------------------------------------------
+
+
+class ImageInputError(ValueError):
+    """An input that is not an image file or a folder holding some, or two images of the same name."""
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """[(name, path)] of the images to tokenize, in a stable order.
+
+    A folder contributes its image files (by extension), recursively and sorted, named by their path
+    relative to it; a file is named by its file name. Raises ImageInputError for a missing input, a
+    folder without images, or two images of the same name.
+    """
+    found: list[tuple[str, Path]] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            files = sorted(file for file in path.rglob("*") if file.is_file()
+                           and file.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(file.relative_to(path)))
+            if not files:
+                raise ImageInputError(f"{path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+                                      f"point at a folder of images or at image files.")
+            found += [(file.relative_to(path).as_posix(), file) for file in files]
+        elif path.is_file():
+            found.append((path.name, path))
+        else:
+            raise ImageInputError(f"{path} does not exist; pass image files or folders of images.")
+    names = [name for name, _ in found]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ImageInputError(f"two inputs have the same name {duplicates[0]!r} (names identify images in the "
+                              f"codes file); tokenize them separately or rename one.")
+    return found
+
+
+def read_image(path: Path, size: int) -> torch.Tensor:
+    """One image file -> (3, size, size) float32 in [-1, 1] (short side resized to ``size``, centre crop)."""
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(image, size)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageInputError(f"{path} is not a readable image ({first_line(error)})") from None
+
+
+class ImageBatch(NamedTuple):
+    images: torch.Tensor  # (B, 3, size, size) float32 in [-1, 1]; B = 0 when every file of the chunk was skipped
+    names: list[str]  # the B images' names
+    skipped: list[tuple[str, str]]  # (name, why) of the unreadable files of the chunk (with skip_unreadable)
+
+
+def image_batches(images: Sequence[tuple[str, Path]], size: int, batch_size: int,
+                  skip_unreadable: bool = False) -> Iterator[ImageBatch]:
+    """The images of ``find_images`` read in chunks of ``batch_size`` files, in order, one ImageBatch per chunk.
+
+    An unreadable file raises ImageInputError, or with ``skip_unreadable`` is left out and reported in
+    ``skipped``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    for start in range(0, len(images), batch_size):
+        batch, names, skipped = [], [], []
+        for name, path in images[start:start + batch_size]:
+            try:
+                batch.append(read_image(path, size))
+                names.append(name)
+            except ImageInputError as error:
+                if not skip_unreadable:
+                    raise ImageInputError(f"{error}; remove it or pass --skip-unreadable.") from None
+                skipped.append((name, str(error)))
+        yield ImageBatch(torch.stack(batch) if batch else torch.empty(0, 3, size, size), names, skipped)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """An image (3, H, W) in [-1, 1] (clamped) -> 8-bit RGB PIL image, each value rounded to the nearest level
+    (as ``evaluation.metrics.to_uint8(to_unit_range(image))``)."""
+    levels = (((image.detach().cpu().float() + 1.0) / 2.0).clamp(0.0, 1.0) * 255).round().to(torch.uint8)
+    return Image.fromarray(levels.permute(1, 2, 0).numpy())  # (H, W, 3)
+

@@ -52,15 +52,15 @@ from safetensors import safe_open
 from safetensors.torch import save
 from tqdm.auto import tqdm
 
-from revq_core.autoencoders.base import encode
+from revq_core.autoencoders.adapters import encode
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS, embedded_vae_path
 from revq_core.autoencoders.loading import load_vae
-from revq_core.checks import first_line
-from revq_core.data.files import atomic_write, atomic_write_bytes, cache_dir
 from revq_core.data.images import ImageFolderDataset
-from revq_core.data.moments import RunningMoments
 from revq_core.data.photos import CORPUS_CROPS, build_photo_dataset
-from revq_core.training import distributed
+from revq_core.utils import distributed
+from revq_core.utils.checks import first_line
+from revq_core.utils.files import atomic_write, atomic_write_bytes, cache_dir
+from revq_core.utils.moments import RunningMoments
 
 
 def _as_batch(batch) -> torch.Tensor:
@@ -266,7 +266,7 @@ def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size:
     """Encode every image into a memory-mapped latent cache at ``path`` (.npy); resumable; returns the path.
 
     Args:
-        vae: a frozen VAE as for ``revq_core.autoencoders.base.encode`` (``vae.encode(x).latent``).
+        vae: a frozen VAE as for ``revq_core.autoencoders.adapters.encode`` (``vae.encode(x).latent``).
         images_or_dataset: a tensor (N, 3, H, W) (float in [-1, 1] or uint8) or a Dataset of such images
             (3, H, W) or ``(image, label)`` pairs, in a fixed order (row i of the cache is item i).
         batch_size: images per encoder call; num_workers: DataLoader workers decoding the images.

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from revq_core.data.files import REPO_ROOT, atomic_write, cache_dir
+from revq_core.utils.files import REPO_ROOT, atomic_write, cache_dir
 
 # ---------------------------------------------------------------------------------------------
 # Source photos

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from revq_core.checks import first_line
+from revq_core.utils.checks import first_line
 
 PSNR_CAP_DB = 80.0  # PSNR of identical images; the authors' evaluator (pyiqa) adds 1e-8 to the MSE, capping at 80 dB
 

@@ -44,15 +44,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from revq_core.autoencoders.base import as_latent_autoencoder
-from revq_core.checks import first_line
+from revq_core.autoencoders.adapters import as_latent_autoencoder
 from revq_core.data.images import ImageFolderDataset
 from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTION_URL, INCEPTION_WEIGHTS,
                                           FeatureMoments, MissingDependencyError, MissingWeightsError, check_images,
                                           find_weights, frechet_distance, import_backend, inception_network,
                                           inception_score, lpips_network, paper_psnr, paper_ssim, psnr_per_image,
                                           round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
-from revq_core.training import distributed
+from revq_core.utils import distributed
+from revq_core.utils.checks import first_line
 
 PROTOCOLS = ("paper", "standard")
 PROTOCOL_DESCRIPTIONS = {
@@ -304,7 +304,7 @@ def _collate(items) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
 
 def default_image_size(vae, model=None) -> int:
     """The image side that encodes to ``model``'s latent (latent side x the VAE's factor); 256 without a model."""
-    from revq_core.autoencoders.base import downsampling_factor
+    from revq_core.autoencoders.adapters import downsampling_factor
 
     factor = downsampling_factor(vae)
     if model is None or factor is None:

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.photos import CORPUS_CROPS, DEFAULT_CORPUS, build_photo_dataset

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from revq_core.checks import check_finite
-from revq_core.data.moments import RunningMoments
+from revq_core.utils.checks import check_finite
+from revq_core.utils.moments import RunningMoments
 
 
 class LatentNormalizer(nn.Module):
@@ -37,7 +37,7 @@ class LatentNormalizer(nn.Module):
     @torch.no_grad()
     def fit(self, latents: torch.Tensor, chunk_size: int = 16384) -> None:
         """Statistics from latents (N, C, H, W), possibly memory-mapped: a streaming pass in chunks with
-        float64 moments (``data.moments``; population variance, as the authors' running mean/variance)."""
+        float64 moments (``utils.moments``; population variance, as the authors' running mean/variance)."""
         moments = RunningMoments()
         for start in range(0, latents.shape[0], chunk_size):
             moments.add(latents[start:start + chunk_size].to(self.mean.device, torch.float64))

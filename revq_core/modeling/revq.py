@@ -12,7 +12,6 @@ the 'meta' device, which holds no data.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,12 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from revq_core.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
 from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.normalizer import LatentNormalizer
+from revq_core.modeling.pretrained import check_pretrained_dir, check_weights_fit, is_hub_id, refuse_authors_format
 from revq_core.modeling.quantizers import build_quantizer
 from revq_core.modeling.quantizers.base import check_codes_in_vocabulary
 from revq_core.modeling.rectifiers import build_rectifier
+from revq_core.utils.checks import check_codes, check_has_data, check_latent_shape, check_latents, check_not_empty
 
 
 class ReVQOutput(NamedTuple):
@@ -166,7 +166,7 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         """Attach the frozen VAE whose latents this model quantizes, for ``encode_images`` / ``decode_codes``: a
         ``LatentAutoencoder`` (what ``load_vae`` returns) or a diffusers ``AutoencoderDC`` / ``AutoencoderKL``
         (wrapped in its adapter, ``revq_core.autoencoders.as_latent_autoencoder``)."""
-        from revq_core.autoencoders.base import as_latent_autoencoder
+        from revq_core.autoencoders.adapters import as_latent_autoencoder
 
         vae = as_latent_autoencoder(vae).requires_grad_(False).eval()
         self.__dict__["vae"] = vae
@@ -227,16 +227,20 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ReVQ":
         """Load a directory (or hub id) written by ``save_pretrained``; clear errors when it is not one. The
-        authors' released models (their own format) load with ``revq_core.convert.load_authors_model``."""
+        authors' released models (their own format) load with
+        ``revq_core.modeling.authors_format.load_authors_model``."""
         name = str(pretrained_model_name_or_path)
         path = Path(name).expanduser()
-        _refuse_authors_format(name, path)
+        refuse_authors_format(name, path)
         if path.is_dir():
-            _check_pretrained_dir(path)
+            architecture, stored = check_pretrained_dir(path)
+            with torch.device("meta"):  # shapes only: nothing allocated
+                expected = {key: tuple(value.shape) for key, value in ReVQ(architecture).state_dict().items()}
+            check_weights_fit(path, architecture, stored, expected)
         elif path.exists():
             raise NotADirectoryError(f"{name!r} is a file, not a directory: pass the directory written by "
                                      "ReVQ.save_pretrained (config.json + model.safetensors).")
-        elif not _is_hub_id(name):
+        elif not is_hub_id(name):
             raise FileNotFoundError(f"{name!r} is not a directory and not a Hugging Face Hub id ('owner/name'): no "
                                     "such directory exists. Pass the directory written by ReVQ.save_pretrained "
                                     "(config.json + model.safetensors).")
@@ -261,68 +265,3 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
         model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(values)
         return super()._from_pretrained(config=model_config, vae=vae, strict=strict, **download)
 
-
-def _refuse_authors_format(name: str, path: Path) -> None:
-    """Raise a ValueError naming ``load_authors_model`` for one of the authors' hub ids or a directory in their
-    layout (their ckpt.pth, no config.json): those hold their format, which is converted, not read as ours."""
-    from revq_core.convert import AUTHORS_CHECKPOINT, AUTHORS_MODELS
-
-    theirs = name.lower() in {model_id.lower() for model_id in AUTHORS_MODELS} and not path.exists()
-    theirs = theirs or (path.is_dir() and (path / AUTHORS_CHECKPOINT).is_file() and not (path / "config.json").exists())
-    if theirs:
-        raise ValueError(f"{name!r} holds the authors' own format ({AUTHORS_CHECKPOINT}, no config.json): load and "
-                         f"convert it with revq_core.convert.load_authors_model({name!r}, preprocessor=<their "
-                         f"preprocessor.pth, a path or URL>), e.g. "
-                         f"preprocessor=revq_core.convert.AUTHORS_PREPROCESSOR_URL.")
-
-
-def _is_hub_id(name: str) -> bool:
-    """True if ``name`` can be a Hugging Face Hub id ('owner/name' or 'name'); False for what can only be a
-    local path ('./x', '/x', '~/x', 'a/b/c', 'a\\b', ...) or names a file ('ckpt.pth', 'model.safetensors')."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if name.lower().endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".pkl", ".npy", ".json")):
-        return False  # a checkpoint file's name: never worth a round of Hub requests and their retries
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def _check_pretrained_dir(path: Path) -> None:
-    """Fail early, and readably, on a directory that is not a complete ReVQ checkpoint."""
-    config_path, weights_path = path / "config.json", path / "model.safetensors"
-    for required in (config_path, weights_path):
-        if not required.is_file():
-            raise FileNotFoundError(f"{required} is missing: {path} is not a ReVQ checkpoint written by "
-                                    "ReVQ.save_pretrained (it needs config.json and model.safetensors).")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error}); the checkpoint is damaged.") from error
-    from safetensors import safe_open
-
-    try:
-        architecture = ModelConfig.from_dict({key: value for key, value in config.items() if key != "vae"})
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{config_path} does not describe a ReVQ this version can build: {error}") from error
-    with torch.device("meta"):  # shapes only: nothing allocated
-        expected = {name: tuple(tensor.shape) for name, tensor in ReVQ(architecture).state_dict().items()}
-    try:
-        with safe_open(weights_path, framework="pt") as weights:
-            stored = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
-    except Exception as error:
-        raise ValueError(f"{weights_path} cannot be read ({type(error).__name__}: {error}); the file is truncated "
-                         "or damaged. Save the model again or copy the file anew.") from error
-    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
-    reshaped = sorted(name for name in set(expected) & set(stored) if expected[name] != stored[name])
-    if missing or unexpected or reshaped:
-        details = [f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for label, names in
-                   (("missing", missing), ("unexpected", unexpected), ("other shapes", reshaped)) if names]
-        shapes = [f"{name} {stored[name]} vs {expected[name]}" for name in reshaped[:2]]
-        raise ValueError(f"{weights_path} does not hold the weights of the model {config_path} describes "
-                         f"(quantizer {architecture.quantizer!r}, T = {architecture.tokens_per_image}; "
-                         f"{'; '.join(details)}{'; ' + ', '.join(shapes) if shapes else ''}): the weights belong to "
-                         "another configuration or quantizer.")

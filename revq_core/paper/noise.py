@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from revq_core.autoencoders.base import decode
+from revq_core.autoencoders.adapters import decode
 from revq_core.evaluation.vae_quality import reconstruction_quality
 from revq_core.modeling.normalizer import LatentNormalizer
 

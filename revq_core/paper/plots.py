@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from revq_core.data.files import REPO_ROOT
+from revq_core.utils.files import REPO_ROOT
 
 
 def figures_dir() -> Path:

@@ -1,1 +1,1 @@
-"""The training recipe: config and presets, the trainer, checkpoints, run directories, DDP."""
+"""The training recipe: config and presets, the trainer, checkpoints, run directories (DDP helpers: utils.distributed)."""

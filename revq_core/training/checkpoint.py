@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain Python values (model, optimizer and 
 the finished epoch, the history, the training config and RNG states). It is first written to a
 temporary file beside the target and then moved over it with ``os.replace``, so an interruption at
 any moment leaves either the previous checkpoint or the new one, never a half-written file.
-(``revq_core.data.files.atomic_write``, which every file revq_core writes goes through).
+(``revq_core.utils.files.atomic_write``, which every file revq_core writes goes through).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from revq_core.data.files import atomic_write
+from revq_core.utils.files import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -22,7 +22,7 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (``revq_core.data.files.atomic_write``)."""
+    """Write ``state`` to ``path`` atomically (``revq_core.utils.files.atomic_write``)."""
     return atomic_write(path, lambda file: torch.save(state, file))
 
 

@@ -17,7 +17,7 @@ import socket
 import warnings
 from pathlib import Path
 
-from revq_core.data.files import remove_temporaries
+from revq_core.utils.files import remove_temporaries
 
 CHECKPOINT = "checkpoint.pt"  # after every epoch: everything needed to resume
 HISTORY = "history.json"  # per-epoch records

@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from revq_core import cpu_threads
-from revq_core.checks import check_device, check_finite, check_latents
-from revq_core.data.files import atomic_write_text
 from revq_core.modeling.config import ModelConfig
 from revq_core.modeling.revq import ReVQ
-from revq_core.training import distributed
 from revq_core.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from revq_core.training.config import TrainConfig
 from revq_core.training.run_dir import CHECKPOINT, HISTORY, MODEL, claim_run_directory
+from revq_core.utils import distributed
+from revq_core.utils.checks import check_device, check_finite, check_latents
+from revq_core.utils.files import atomic_write_text
+from revq_core.utils.threads import cpu_threads
 
 
 def compile_rectifier(model: ReVQ, config: TrainConfig) -> None:
@@ -93,7 +93,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
     gathered from it, nothing holds it whole. ``normalizer_statistics`` = (mean, var), each (C, H, W),
     replaces the pass that fits the normalizer (e.g. ``latent_cache_statistics(path)``).
 
-    Inside an initialized ``torch.distributed`` process group of N > 1 ranks (``revq_core.training.distributed``,
+    Inside an initialized ``torch.distributed`` process group of N > 1 ranks (``revq_core.utils.distributed``,
     e.g. under torchrun) every rank calls ``train`` with the same arguments and trains data-parallel:
     each takes a B/N shard of every global batch of B = ``config.batch_size``; only rank 0 writes files
     and locks ``output_dir`` (which must be the same shared directory on every rank for ``resume``).
@@ -391,7 +391,7 @@ def _configure_torch(config: TrainConfig) -> None:
 
 def _check_inputs(config: TrainConfig, train_latents, val_latents) -> None:
     """Raise a one-line error on a bad config or bad latents (N, C, H, W) before any work is done."""
-    from revq_core.checks import check_not_empty
+    from revq_core.utils.checks import check_not_empty
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (e.g. preset('demo')), got {type(config).__name__}.")

@@ -7,10 +7,11 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from revq_core import tokenize
+from revq_core import tokenize_images
 from revq_core.autoencoders import LatentAutoencoder, as_latent_autoencoder, encode, load_vae
 from revq_core.autoencoders.kl import KLAutoencoder
 from revq_core.autoencoders.loading import VAENotFoundError
+from revq_core.data.codes import load_codes
 from revq_core.data.photos import build_photo_dataset
 from revq_core.modeling.revq import ReVQ
 from revq_core.training.config import preset_for_latent
@@ -57,9 +58,9 @@ def test_a_kl_vae_becomes_a_tokenizer(tmp_path, latent_channels, stages, latent_
 
     for index, image in enumerate(images[:2]):
         Image.fromarray(((image.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(folder / f"{index}.png")
-    tokenize.main([str(folder), "--out", str(tmp_path / "codes.npz"), "--model", str(tmp_path / "tokenizer"),
+    tokenize_images.main([str(folder), "--out", str(tmp_path / "codes.npz"), "--model", str(tmp_path / "tokenizer"),
                    "--no-progress"])
-    assert tokenize.load_codes(tmp_path / "codes.npz")[0].shape == (2, config.model.tokens_per_image)
+    assert load_codes(tmp_path / "codes.npz")[0].shape == (2, config.model.tokens_per_image)
 
 
 def test_pipeline_directories_and_other_classes(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderDC
 from helpers import REPO_ROOT, tiny_autoencoder_dc
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.autoencoders.embedded import embedded_vae_config, embedded_vae_path, embedded_vae_v2_config
 from revq_core.autoencoders.loading import VAENotFoundError, load_vae
 from revq_core.data.photos import build_photo_dataset

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from revq_core.autoencoders.base import encode
+from revq_core.autoencoders.adapters import encode
 from revq_core.data.latents import encode_to_cache, latent_cache_statistics, latent_statistics, load_latent_cache
 from revq_core.training.config import preset
 from revq_core.training.trainer import train

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from revq_core.autoencoders.base import decode, encode
+from revq_core.autoencoders.adapters import decode, encode
 from revq_core.autoencoders.embedded import build_embedded_vae
 from revq_core.evaluation.vae_quality import reconstruction_quality
 from revq_core.modeling.normalizer import LatentNormalizer

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from revq_core import cpu_threads
 from revq_core.paper.verdict import Verdict
+from revq_core.utils.threads import cpu_threads
 
 
 def test_passing_checks_print_only_claims_and_bands(capsys):

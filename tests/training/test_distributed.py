@@ -7,9 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from revq_core.training import distributed
 from revq_core.training.config import preset
 from revq_core.training.trainer import train
+from revq_core.utils import distributed
 
 WORLD_SIZE = 2
 

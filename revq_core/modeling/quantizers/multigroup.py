@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from revq_core.checks import check_codes, check_latent_shape, check_latents, check_not_empty
 from revq_core.modeling.quantizers.base import INIT_METHODS, EpochStats, LatentQuantizer, QuantizerOutput
 from revq_core.modeling.quantizers.reset import CodeUsage, reset_unused_codes
 from revq_core.ops import codebook_grad
 from revq_core.ops.search import nearest_codes
+from revq_core.utils.checks import check_codes, check_latent_shape, check_latents, check_not_empty
 
 SPLITS = ("channel", "spatial", "single")
 

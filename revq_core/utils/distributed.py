@@ -1,4 +1,5 @@
-"""Data-parallel training on ``torch.distributed``: process-group setup, rank helpers, reductions.
+"""Data-parallel runs on ``torch.distributed`` (training, the sharded latent cache, evaluation): process-group setup,
+rank helpers, reductions.
 
 ``torchrun --nproc_per_node=N -m revq_core.train --preset paper_512T --device cuda`` starts N
 processes; each calls ``init_from_env`` (it reads torchrun's RANK, WORLD_SIZE, LOCAL_RANK,

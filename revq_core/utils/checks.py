@@ -5,6 +5,8 @@ so users never meet a bare shape error deep inside a matmul.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 
@@ -107,3 +109,14 @@ def check_codes(codes: torch.Tensor, tokens_per_image: int, codes_per_group: int
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codes_per_group):
         raise ValueError(f"{name} holds ids outside [0, {codes_per_group}): min {int(codes.min())}, "
                          f"max {int(codes.max())}. Were they made by a model with another codebook size?")
+
+
+def run_cli(main_function, argv) -> int:
+    """Run a command line's body; known input errors (a bad argument, a missing or unreadable file, a VAE not
+    found: ValueError, OSError, RuntimeError and their subclasses) become one line on stderr and exit status 2."""
+    try:
+        main_function(argv)
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"error: {first_line(error)}", file=sys.stderr)
+        return 2
+    return 0
