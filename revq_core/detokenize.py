@@ -29,7 +29,7 @@ def detokenize_file(codes_path, out, model: str | None = None, vae: str | None =
     """Decode a codes file into PNG images under ``out``; returns the written paths."""
     codes, names, meta = load_codes(codes_path)
     revq, model_name = load_tokenizer(model or meta.get("model"), vae or meta.get("vae"), device)
-    check_codes_fit(meta, model_name, revq.tokens_per_image, revq.codes_per_group, weights_sha1(revq.state_dict()),
+    check_codes_fit(meta, model_name, revq.tokens_per_image, revq.vocabulary_size, weights_sha1(revq.state_dict()),
                     force)
     out = Path(out)
     written = []

@@ -46,7 +46,8 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
     if not codes:
         raise ImageInputError("none of the inputs could be read as an image; nothing was written.")
     meta = save_codes(out, torch.cat(codes), names, model=model_name, model_sha1=weights_sha1(revq.state_dict()),
-                      tokens_per_image=revq.tokens_per_image, codes_per_group=revq.codes_per_group,
+                      tokens_per_image=revq.tokens_per_image, codes_per_group=revq.vocabulary_size,
+                      quantizer=revq.config.quantizer, bits_per_image=revq.bits_per_image,
                       latent_shape=revq.latent_shape, image_size=size,
                       vae=str(vae or revq.vae_name or DEFAULT_EMBEDDED_VAE))
     return {**meta, "num_images": len(names), "skipped": skipped}

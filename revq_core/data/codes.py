@@ -11,7 +11,10 @@ An ``.npz`` (``numpy.load(path)``; no pickled objects) of three arrays:
   - ``model``: the model that made the codes: "embedded" for the shipped tokenizer, else the name or path given;
   - ``model_sha1``: sha1 of that model's weights (``weights_sha1``), which ties the ids to the vectors they
     mean: another model, or the same name retrained, decodes them into other images;
-  - ``tokens_per_image``: T; ``codes_per_group``: K (ids lie in [0, K));
+  - ``tokens_per_image``: T; ``codes_per_group``: K, the model's largest per-position vocabulary (every id lies
+    in [0, K); for the paper's quantizer, the codes per codebook);
+  - ``quantizer``: the quantizer's name in ``QUANTIZERS`` ("revq" for the paper's); ``bits_per_image``: the sum
+    over positions of log2 of each position's vocabulary (files written before these two fields lack them);
   - ``latent_shape``: [C, h, w] of the model's latent; ``image_size``: the side of the square images encoded;
   - ``vae``: the VAE the latents came from (name, path or hub id);
   - ``revq_version``: the ``revq_core`` version that wrote the file.
@@ -58,7 +61,7 @@ def weights_sha1(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def save_codes(path: str | os.PathLike, codes: torch.Tensor, names: Sequence[str], *, model: str, model_sha1: str,
                tokens_per_image: int, codes_per_group: int, latent_shape: Sequence[int], image_size: int,
-               vae: str) -> dict:
+               vae: str, quantizer: str = "revq", bits_per_image: float | None = None) -> dict:
     """Write the codes file (the fields: the module docstring) atomically; returns its meta.
 
     codes: (N, T) ids in [0, codes_per_group); names: N image names."""
@@ -66,7 +69,8 @@ def save_codes(path: str | os.PathLike, codes: torch.Tensor, names: Sequence[str
         raise ValueError(f"codes must have shape (N, T) = ({len(names)}, {tokens_per_image}) for {len(names)} names, "
                          f"got {tuple(codes.shape)}.")
     meta = {"format": CODES_FORMAT_VERSION, "model": model, "model_sha1": model_sha1,
-            "tokens_per_image": tokens_per_image, "codes_per_group": codes_per_group,
+            "tokens_per_image": tokens_per_image, "codes_per_group": codes_per_group, "quantizer": quantizer,
+            "bits_per_image": bits_per_image,
             "latent_shape": [int(side) for side in latent_shape], "image_size": image_size, "vae": vae,
             "revq_version": __version__}
     ids = codes.cpu().numpy().astype(codes_dtype(codes_per_group))
