@@ -4,7 +4,7 @@ Every ``import revq_core...`` / ``from revq_core... import ...`` (and relative i
 ``revq_core/`` counts, at module level or inside a function: a function-level import hides a cycle from the
 interpreter but not from the reader. Layers, bottom to top (README, "Architecture"):
 
-    utils < ops < autoencoders < modeling < data < training < evaluation < paper < entry modules
+    utils < ops < autoencoders < modeling < data < training < evaluation < generation < paper < entry modules
 
 ``revq_core/__init__.py`` is utils-level; the entry modules are the command lines and glue at the top of
 ``revq_core/`` (``train.py``, ``evaluate.py``, ``tokenize_images.py``, ...). Modules of one layer may import
@@ -17,7 +17,8 @@ from pathlib import Path
 
 PACKAGE = "revq_core"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
-LAYERS = ("utils", "ops", "autoencoders", "modeling", "data", "training", "evaluation", "paper", "entry")
+LAYERS = ("utils", "ops", "autoencoders", "modeling", "data", "training", "evaluation", "generation", "paper",
+          "entry")
 
 
 def module_name(path: Path) -> str:
