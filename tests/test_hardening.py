@@ -1,0 +1,240 @@
+"""Issue 26, sections 1-3: no file a user owns is overwritten, no wrong result without a word, one clear line for
+each bad input. One test (or more) per case the issue lists; each failed on the code before the fix."""
+import json
+import os
+import stat
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from revq_core import convert, detokenize, evaluate, tokenize_images
+from revq_core.data.codes import CodesFileError, load_codes, save_codes
+from revq_core.data.images import ImageFolderDataset, ImageInputError, find_images, read_image
+from revq_core.data.photos import PHOTO_CORPUS_DIR
+from revq_core.modeling.revq import ReVQ
+from revq_core.utils import files
+from revq_core.utils.files import atomic_write_text
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A small ReVQ on the embedded VAE v2's (32, 8, 8) latent (128 x 128 images), trained on no data."""
+    torch.manual_seed(0)
+    model = ReVQ(latent_shape=(32, 8, 8), tokens_per_image=512, codes_per_group=16, rectifier="identity",
+                 vae="embedded-v2")
+    with torch.no_grad():
+        model.quantizer.codebook.normal_()
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    model.save_pretrained(path)
+    return path
+
+
+def _photos(folder: Path, count: int, size=(40, 30)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, photo in enumerate(sorted((PHOTO_CORPUS_DIR / "test").glob("*.jpg"))[:count]):
+        with Image.open(photo) as image:
+            image.convert("RGB").resize(size).save(folder / f"p{index}.png")
+        paths.append(folder / f"p{index}.png")
+    return paths
+
+
+def _tokenize(inputs, out, model_dir, *extra):
+    tokenize_images.main([*map(str, inputs), "--out", str(out), "--model", str(model_dir), "--no-progress", *extra])
+
+
+# ---- 1. lost data ---------------------------------------------------------------------------------------------
+
+def test_tokenize_never_replaces_an_input_or_an_earlier_codes_file(tiny_model_dir, tmp_path):
+    photo = _photos(tmp_path / "imgs", 1)[0]
+    before = photo.read_bytes()
+    for extra in ((), ("--overwrite",)):
+        with pytest.raises(ValueError, match="is one of the inputs"):
+            _tokenize([photo], photo, tiny_model_dir, *extra)
+    assert photo.read_bytes() == before
+    _tokenize([photo], tmp_path / "c.npz", tiny_model_dir)
+    written = (tmp_path / "c.npz").read_bytes()
+    with pytest.raises(files.OutputExistsError, match="already exists; pass --overwrite"):
+        _tokenize([photo], tmp_path / "c.npz", tiny_model_dir)
+    assert (tmp_path / "c.npz").read_bytes() == written
+    _tokenize([photo], tmp_path / "c.npz", tiny_model_dir, "--overwrite")
+
+
+def test_detokenize_into_the_originals_folder_is_refused(tiny_model_dir, tmp_path):
+    originals = _photos(tmp_path / "imgs", 2)
+    before = [path.read_bytes() for path in originals]
+    _tokenize([tmp_path / "imgs"], tmp_path / "c.npz", tiny_model_dir)
+    with pytest.raises(files.OutputExistsError, match="already holds 2 of the 2 files.*--overwrite"):
+        detokenize.main([str(tmp_path / "c.npz"), "--out", str(tmp_path / "imgs"), "--no-progress"])
+    assert [path.read_bytes() for path in originals] == before
+    detokenize.main([str(tmp_path / "c.npz"), "--out", str(tmp_path / "imgs"), "--no-progress", "--overwrite"])
+    assert Image.open(originals[0]).size == (128, 128)  # replaced, as asked
+
+
+@pytest.mark.parametrize("name", ["../victim.png", "sub/../../victim.png", "/ABSOLUTE/victim.png"])
+def test_codes_names_cannot_escape_out(tiny_model_dir, tmp_path, name):
+    _tokenize(_photos(tmp_path / "imgs", 1), tmp_path / "c.npz", tiny_model_dir)
+    codes, _, meta = load_codes(tmp_path / "c.npz")
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    name = name.replace("/ABSOLUTE", str(tmp_path))
+    save_codes(tmp_path / "evil.npz", codes, [name], **{key: meta[key] for key in (
+        "model", "model_sha1", "tokens_per_image", "codes_per_group", "latent_shape", "image_size", "vae")})
+    with pytest.raises(ValueError, match="not a plain relative path"):
+        detokenize.main([str(tmp_path / "evil.npz"), "--out", str(tmp_path / "rec"), "--no-progress", "--overwrite"])
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / "rec").exists()
+
+
+def test_evaluate_without_output_never_replaces_an_earlier_results_json(tmp_path, monkeypatch):
+    _photos(tmp_path / "imgs", 2)
+    monkeypatch.chdir(tmp_path)
+    Path("results.json").write_text('{"earlier": true}')
+    with pytest.raises(files.OutputExistsError, match="results.json already exists; pass --overwrite"):
+        evaluate.main(["--vae-only", "--data", "imgs", "--no-lpips", "--no-inception", "--no-progress",
+                       "--num-workers", "0"])
+    assert json.loads(Path("results.json").read_text()) == {"earlier": True}
+
+
+def test_convert_into_a_folder_holding_a_model_needs_overwrite(tmp_path, tiny_model_dir):
+    import shutil
+
+    dst = tmp_path / "dst"
+    shutil.copytree(tiny_model_dir, dst)
+    before = {path.name: path.read_bytes() for path in dst.iterdir()}
+    with pytest.raises(SystemExit, match="already holds .*config.json, model.safetensors.*--overwrite"):
+        convert.main([str(tmp_path / "ck.pth"), str(dst), "--preprocessor", str(tmp_path / "pre.pth")])
+    assert {path.name: path.read_bytes() for path in dst.iterdir()} == before
+
+
+def test_killed_detokenize_resumes_and_a_finished_one_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    _tokenize(_photos(tmp_path / "imgs", 3), tmp_path / "c.npz", tiny_model_dir)
+    rec = tmp_path / "rec"
+    saved = []
+    real_save = Image.Image.save
+
+    def dying_save(self, file, *args, **kwargs):  # the third image: killed half-way through its write
+        if len(saved) == 2:
+            file.write(b"\x89PNG half")
+            raise KeyboardInterrupt
+        saved.append(file)
+        return real_save(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        detokenize.main([str(tmp_path / "c.npz"), "--out", str(rec), "--no-progress", "--batch-size", "1"])
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert sorted(path.name for path in rec.iterdir()) == [files.MANIFEST, "p0.png", "p1.png"]  # no half PNG
+    assert files.read_manifest(rec)["complete"] is False
+    first = (rec / "p0.png").stat().st_mtime_ns
+    detokenize.main([str(tmp_path / "c.npz"), "--out", str(rec), "--no-progress"])  # resumes
+    assert (rec / "p0.png").stat().st_mtime_ns == first  # a finished file is kept
+    assert Image.open(rec / "p2.png").size == (128, 128)
+    assert files.read_manifest(rec)["complete"] is True and files.read_manifest(rec)["files"] == ["p0.png", "p1.png", "p2.png"]
+    with pytest.raises(files.OutputExistsError, match="already holds the finished decoding"):
+        detokenize.main([str(tmp_path / "c.npz"), "--out", str(rec), "--no-progress"])
+
+
+# ---- 2. wrong results without a word: images, layouts, codes ---------------------------------------------------
+
+def test_hidden_folders_are_skipped_wherever_images_are_gathered(tmp_path):
+    _photos(tmp_path / "imgs", 1)
+    _photos(tmp_path / "imgs" / ".ipynb_checkpoints", 1)
+    assert [name for name, _ in find_images([tmp_path / "imgs"])] == ["p0.png"]
+    _photos(tmp_path / "classes" / "cat", 1)
+    _photos(tmp_path / "classes" / "cat" / ".ipynb_checkpoints", 1)
+    assert [path.name for path, _ in ImageFolderDataset(tmp_path / "classes").samples] == ["p0.png"]
+
+
+def test_folder_layouts_find_every_image_or_refuse(tmp_path):
+    _photos(tmp_path / "nested" / "cat", 1)
+    _photos(tmp_path / "nested" / "dog" / "sub", 2)
+    dataset = ImageFolderDataset(tmp_path / "nested")
+    assert [(path.relative_to(tmp_path / "nested").as_posix(), label) for path, label in dataset.samples] == [
+        ("cat/p0.png", 0), ("dog/sub/p0.png", 1), ("dog/sub/p1.png", 1)]
+    _photos(tmp_path / "mixed", 4)
+    _photos(tmp_path / "mixed" / "sub", 1)
+    with pytest.raises(ValueError, match="4 image file.*at its top level.*beside 1 folder"):
+        ImageFolderDataset(tmp_path / "mixed")
+    with pytest.raises(ValueError, match="at its top level"):
+        evaluate.main(["--vae-only", "--data", str(tmp_path / "mixed"), "--no-lpips", "--no-inception",
+                       "--no-progress", "--num-workers", "0", "--output", str(tmp_path / "r.json")])
+
+
+def _codes_file(tmp_path, codes, **changes):
+    meta = dict(model="m", model_sha1="0" * 40, tokens_per_image=2, codes_per_group=16, latent_shape=(2, 1, 1),
+                image_size=16, vae="embedded-v2")
+    meta.update(changes)
+    np.savez(tmp_path / "c.npz", codes=codes, names=np.array(["a"] * len(codes)),
+             meta=np.array(json.dumps({"format": 1, **meta})))
+    return tmp_path / "c.npz"
+
+
+def test_float_codes_with_fractional_values_are_refused(tmp_path):
+    with pytest.raises(CodesFileError, match="float64 codes with 1 non-integer value"):
+        load_codes(_codes_file(tmp_path, np.array([[3.0, 4.7]])))
+    assert load_codes(_codes_file(tmp_path, np.array([[3.0, 4.0]])))[0].tolist() == [[3, 4]]  # whole: fine
+
+
+def test_codes_decode_only_with_the_vae_they_were_made_on(tiny_model_dir, tmp_path):
+    _tokenize(_photos(tmp_path / "imgs", 1), tmp_path / "c.npz", tiny_model_dir)
+    assert load_codes(tmp_path / "c.npz")[2]["vae_digest"]
+    with pytest.raises(CodesFileError, match="made on the VAE 'embedded-v2'.*--vae embedded-v2, or pass --force"):
+        detokenize.main([str(tmp_path / "c.npz"), "--out", str(tmp_path / "rec"), "--vae", "embedded", "--no-progress"])
+    assert not (tmp_path / "rec").exists()
+    detokenize.main([str(tmp_path / "c.npz"), "--out", str(tmp_path / "rec"), "--vae", "embedded-v2", "--no-progress"])
+
+
+def test_evaluate_refuses_a_vae_other_than_the_models(tiny_model_dir, tmp_path, monkeypatch):
+    _photos(tmp_path / "imgs", 1)
+    monkeypatch.setattr(evaluate, "evaluate_image_folder", lambda *args, **kwargs: pytest.fail("evaluated"))
+    with pytest.raises(ValueError, match="trained on the latents of the VAE 'embedded-v2'.*--force"):
+        evaluate.main(["--model", str(tiny_model_dir), "--vae", "embedded", "--data", str(tmp_path / "imgs"),
+                       "--output", str(tmp_path / "r.json"), "--no-progress"])
+
+
+# ---- 3. unclear: one line naming the problem and the fix ------------------------------------------------------
+
+def test_evaluate_output_that_is_a_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    _photos(tmp_path / "imgs", 1)
+    (tmp_path / "outdir").mkdir()
+    monkeypatch.setattr(evaluate, "evaluate_image_folder", lambda *args, **kwargs: pytest.fail("evaluated"))
+    with pytest.raises(IsADirectoryError, match="--output .*outdir is a folder; name the file"):
+        evaluate.main(["--vae-only", "--data", str(tmp_path / "imgs"), "--output", str(tmp_path / "outdir")])
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_names_the_file(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    bomb = _png_header_only(tmp_path / "imgs" / "huge.png", 30000, 30000)
+    with pytest.raises(ImageInputError, match="huge.png claims more pixels than PIL's limit"):
+        read_image(bomb, 128)
+    _photos(tmp_path / "imgs", 1)
+    with pytest.warns(UserWarning, match="huge.png: claims more pixels"):
+        dataset = ImageFolderDataset(tmp_path / "imgs")
+    assert [path.name for path, _ in dataset.samples] == ["p0.png"]
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
