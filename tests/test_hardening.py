@@ -238,3 +238,121 @@ def test_atomic_writes_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+
+
+def test_a_full_disk_during_a_checkpoint_write_says_so(tmp_path, monkeypatch):
+    from shutil import _ntuple_diskusage as shutil_usage
+
+    from revq_core.training.checkpoint import save_checkpoint
+
+    save_checkpoint({"epoch": 0, "model": {}}, tmp_path / "checkpoint.pt")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: shutil_usage(10**9, 10**9, 0))
+
+    def full_disk(state, file):  # what torch.save raises when the disk fills up
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"no space left on device while writing .*checkpoint.pt.*free some space"):
+        save_checkpoint({"epoch": 1, "model": {}}, tmp_path / "checkpoint.pt")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint.pt"]  # the previous one, no temporary
+
+
+def test_train_cli_disk_full_and_bad_threads_are_one_line(tmp_path, monkeypatch):
+    from revq_core import train as train_cli
+
+    with pytest.raises(SystemExit, match="^error: num_threads") as raised:
+        train_cli.main(["--preset", "tiny", "--threads", "-3", "--output", str(tmp_path / "run")])
+    assert "\n" not in str(raised.value)
+
+    def full_disk(*args, **kwargs):
+        raise files.DiskFullError(28, "no space left on device while writing run/checkpoint.pt")
+
+    monkeypatch.setattr(train_cli, "train", full_disk)
+    monkeypatch.setattr("revq_core.data.latents.embedded_latents", lambda splits: (torch.zeros(1), None))
+    with pytest.raises(SystemExit, match="no space left on device"):
+        train_cli.main(["--preset", "tiny", "--output", str(tmp_path / "run")])
+
+
+def test_a_nan_learning_rate_is_refused_before_any_claim_of_a_checkpoint():
+    from revq_core.training.config import preset
+
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="quantizer_lr") as raised:
+            preset("tiny", quantizer_lr=value)
+        assert "intact" not in str(raised.value)
+
+
+def test_divergence_without_a_checkpoint_does_not_claim_one_is_intact(tmp_path, monkeypatch):
+    from revq_core.training import trainer
+    from revq_core.training.config import preset
+
+    def diverge(*args, **kwargs):
+        raise trainer.TrainingDiverged("loss became nan")
+
+    monkeypatch.setattr(trainer, "train_step", diverge)
+    with pytest.raises(trainer.TrainingDiverged, match="no checkpoint was written yet"):
+        trainer.train(preset("tiny", epochs=1), torch.randn(64, 32, 8, 8), output_dir=tmp_path / "run",
+                      progress=False)
+
+
+def test_from_pretrained_of_a_missing_run_folder_says_it_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr("huggingface_hub.hf_hub_download",
+                        lambda *args, **kwargs: pytest.fail("asked the Hub for a local path"))
+    with pytest.raises(FileNotFoundError, match="'runs/does-not-exist' does not exist: the folder 'runs' holds no"):
+        ReVQ.from_pretrained("runs/does-not-exist")
+    from revq_core.autoencoders.loading import VAENotFoundError, load_vae
+
+    with pytest.raises(VAENotFoundError, match="'runs/vae' does not exist: the folder 'runs' holds no"):
+        load_vae("runs/vae")
+
+
+def test_checkpoint_pt_that_is_a_folder_is_refused_before_training(tmp_path, monkeypatch):
+    from revq_core.training import trainer
+    from revq_core.training.config import preset
+    from revq_core.training.run_dir import RunDirectoryError
+
+    (tmp_path / "run" / "checkpoint.pt").mkdir(parents=True)
+    monkeypatch.setattr(trainer, "train_epoch", lambda *args, **kwargs: pytest.fail("trained an epoch"))
+    with pytest.raises(RunDirectoryError, match="checkpoint.pt is a folder, where training writes its checkpoint.pt"):
+        trainer.train(preset("tiny", epochs=1), torch.randn(64, 32, 8, 8), output_dir=tmp_path / "run", resume=True,
+                      progress=False)
+
+
+def test_tokenize_on_cuda_without_cuda_is_train_s_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    photo = _photos(tmp_path / "imgs", 1)[0]
+    with pytest.raises(RuntimeError, match="device 'cuda' was asked for, but CUDA is not available"):
+        tokenize_images.main([str(photo), "--out", str(tmp_path / "c.npz"), "--device", "cuda", "--no-progress"])
+
+
+def test_a_npy_without_statistics_is_not_called_interrupted(tmp_path):
+    from revq_core.data.latents import latent_cache_statistics, load_latent_cache
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 32, 8, 8), np.float32))
+    for read in (load_latent_cache, latent_cache_statistics):
+        with pytest.raises(RuntimeError, match="no statistics file x.npy.stats.npz and no progress file") as raised:
+            read(tmp_path / "x.npy")
+        assert "interrupted" not in str(raised.value)
+
+
+def test_negative_num_workers_is_one_line(tmp_path):
+    _photos(tmp_path / "imgs", 1)
+    with pytest.raises(ValueError, match=r"num_workers \(--num-workers\) must be 0"):
+        evaluate.main(["--vae-only", "--data", str(tmp_path / "imgs"), "--num-workers", "-1", "--no-lpips",
+                       "--no-inception", "--no-progress", "--output", str(tmp_path / "r.json")])
+
+
+def test_truncated_vae_weights_are_named_with_the_fix(tmp_path):
+    import shutil
+
+    from revq_core.autoencoders.embedded import embedded_vae_path
+    from revq_core.autoencoders.loading import load_vae
+
+    shutil.copytree(embedded_vae_path("embedded-v2"), tmp_path / "vae")
+    weights = next((tmp_path / "vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100_000])
+    with pytest.raises(OSError, match=r"safetensors cannot be read .*truncated or damaged; restore them"):
+        load_vae(tmp_path / "vae")

@@ -390,5 +390,10 @@ def _require_complete(path: Path) -> None:
         raise FileNotFoundError(f"No latent cache at {path}. Write one with encode_to_cache(vae, dataset, {str(path)!r}).")
     if not _stats_path(path).is_file():
         partial = sorted(path.parent.glob(path.name + ".progress-*.npz"))
+        if not partial:
+            raise RuntimeError(f"{path} has no statistics file {_stats_path(path).name} and no progress file: it was "
+                               "not written by encode_to_cache, or its statistics file was moved or deleted. Write "
+                               "it with encode_to_cache(vae, dataset, path) (after deleting it), or pass the "
+                               "statistics yourself (train(..., normalizer_statistics=(mean, var))).")
         raise RuntimeError(f"{path} is incomplete (its encoding was interrupted: {len(partial)} progress file(s)); "
                            "call encode_to_cache again with the same arguments to resume it.")

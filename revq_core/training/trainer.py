@@ -214,7 +214,8 @@ def train_epoch(model, optimizer, config, train_latents, epoch, device, progress
         try:
             output = train_step(step_model, model, latent, optimizer, quantizer_params, rectifier_params, config)
         except TrainingDiverged as error:
-            where = f"the last good checkpoint {checkpoint_path} is intact" if checkpoint_path else "no checkpoint was written"
+            where = f"the last good checkpoint {checkpoint_path} is intact" \
+                if checkpoint_path is not None and checkpoint_path.is_file() else "no checkpoint was written yet"
             raise TrainingDiverged(f"{error} at epoch {epoch}, step {step}; {where}. Lower the learning rates or "
                                    "check the latents.") from None
         totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
