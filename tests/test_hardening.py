@@ -356,3 +356,146 @@ def test_truncated_vae_weights_are_named_with_the_fix(tmp_path):
     weights.write_bytes(weights.read_bytes()[:100_000])
     with pytest.raises(OSError, match=r"safetensors cannot be read .*truncated or damaged; restore them"):
         load_vae(tmp_path / "vae")
+
+
+# ---- 2. wrong results without a word: latent statistics, caches, resume ---------------------------------------
+
+class _ConvVAE(torch.nn.Module):
+    """Images (n, 3, 32, 32) -> latents (n, 32, 8, 8): a seeded stride-4 convolution."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = torch.nn.Conv2d(3, 32, 4, stride=4)
+
+    def encode(self, images):
+        return self.conv(images)
+
+
+def _images(count, seed):
+    return torch.rand(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_statistics_of_another_cache_are_refused(tmp_path):
+    import shutil
+
+    from revq_core.data.latents import encode_to_cache, latent_cache_statistics
+
+    for name, seed in (("a", 0), ("b", 1)):  # the same count: only the contents tell them apart
+        encode_to_cache(_ConvVAE(), _images(8, seed), tmp_path / f"{name}.npy", batch_size=4, progress=False)
+    latent_cache_statistics(tmp_path / "a.npy")
+    shutil.copy(tmp_path / "b.npy.stats.npz", tmp_path / "a.npy.stats.npz")
+    with pytest.raises(ValueError, match="a.npy.stats.npz belongs to another cache than .*a.npy"):
+        latent_cache_statistics(tmp_path / "a.npy")
+
+
+def test_zero_variance_and_constant_latents_are_refused(tmp_path):
+    from revq_core.modeling.normalizer import LatentNormalizer
+    from revq_core.training.config import preset
+    from revq_core.training.trainer import train
+
+    var = torch.ones(32, 8, 8)
+    var[3, 2, 1] = 0.0
+    with pytest.raises(ValueError, match=r"1 of the 2048 latent dimensions have \(near\) zero variance.*\(3, 2, 1\)"):
+        LatentNormalizer().set_statistics(torch.zeros(32, 8, 8), var)
+    with pytest.raises(ValueError, match="2048 of the 2048 latent dimensions have"):
+        train(preset("tiny", epochs=1), torch.full((64, 32, 8, 8), 0.5), progress=False)
+
+
+def test_a_safetensors_cache_of_another_vae_is_refused(tmp_path):
+    from revq_core.autoencoders.loading import load_vae
+    from revq_core.data.latents import encode_image_folder
+
+    _photos(tmp_path / "imgs", 2)
+    cache = tmp_path / "latents.safetensors"
+    first = encode_image_folder(load_vae("embedded"), tmp_path / "imgs", image_size=64, num_workers=0,
+                                cache_path=cache, progress=False)
+    assert torch.equal(encode_image_folder(load_vae("embedded"), tmp_path / "imgs", image_size=64, num_workers=0,
+                                           cache_path=cache, progress=False), first)  # the same: reused
+    with pytest.raises(ValueError, match="latents.safetensors was written with another VAE"):
+        encode_image_folder(load_vae("embedded-v2"), tmp_path / "imgs", image_size=64, num_workers=0,
+                            cache_path=cache, progress=False)
+    _photos(tmp_path / "imgs", 2, size=(50, 30))  # other files under the same names
+    with pytest.raises(ValueError, match="written with other images"):
+        encode_image_folder(load_vae("embedded"), tmp_path / "imgs", image_size=64, num_workers=0,
+                            cache_path=cache, progress=False)
+
+
+def test_an_interrupted_cache_resumed_with_other_images_is_refused(tmp_path):
+    from revq_core.data.latents import encode_to_cache
+
+    class Dying(torch.utils.data.Dataset):
+        def __init__(self, images, fail_at=None):
+            self.images, self.fail_at = images, fail_at
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, index):
+            if index == self.fail_at:
+                raise KeyboardInterrupt
+            return self.images[index]
+
+    path = tmp_path / "train.npy"
+    with pytest.raises(KeyboardInterrupt):
+        encode_to_cache(_ConvVAE(), Dying(_images(16, 0), fail_at=9), path, batch_size=2, flush_every=1,
+                        progress=False)
+    with pytest.raises(ValueError, match="train.npy was started with other images than these"):
+        encode_to_cache(_ConvVAE(), Dying(_images(16, 1)), path, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="was started with another VAE"):
+        encode_to_cache(_ConvVAE(seed=5), Dying(_images(16, 0)), path, batch_size=2, progress=False)
+    encode_to_cache(_ConvVAE(), Dying(_images(16, 0)), path, batch_size=2, progress=False)  # the same: resumes
+
+
+def test_prepare_data_keys_its_cache_by_the_folder(tmp_path, monkeypatch):
+    from revq_core import pipeline
+    from revq_core.autoencoders.loading import load_vae
+
+    monkeypatch.setenv("REVQ_CACHE", str(tmp_path / "cache"))
+    for parent, size in (("A", (40, 30)), ("B", (30, 40))):
+        for split in ("train", "val"):
+            _photos(tmp_path / parent / "data" / split / "c", 2, size=size)
+    vae = load_vae("embedded")
+    a = pipeline.prepare_data(vae, tmp_path / "A" / "data", num_eval_images=1, image_size=64, progress=False)
+    b = pipeline.prepare_data(vae, tmp_path / "B" / "data", num_eval_images=1, image_size=64, progress=False)
+    assert not torch.equal(a.train_latents, b.train_latents)
+
+
+def _fingerprint_run(output_dir, train_latents, val_latents, **kwargs):
+    from revq_core.training.config import preset
+    from revq_core.training.trainer import train
+
+    return train(preset("tiny", epochs=2), train_latents, val_latents, output_dir=output_dir, progress=False,
+                 **kwargs)
+
+
+def test_resume_on_permuted_latents_or_another_validation_set_is_refused(tmp_path):
+    from revq_core.training.checkpoint import CheckpointError
+
+    generator = torch.Generator().manual_seed(0)
+    train, val = 1 + 2 * torch.randn(64, 32, 8, 8, generator=generator), torch.randn(16, 32, 8, 8, generator=generator)
+    _fingerprint_run(tmp_path, train, val, stop_after=1)
+    flat = train.reshape(64, -1)
+    order = torch.stack([torch.randperm(64, generator=generator) for _ in range(flat.shape[1])], dim=1)
+    permuted = torch.gather(flat, 0, order).reshape(train.shape)  # each dimension shuffled across samples
+    with pytest.raises(CheckpointError, match="training latents' contents differ"):
+        _fingerprint_run(tmp_path, permuted, val, resume=True)
+    with pytest.raises(CheckpointError, match="validation latents differ"):
+        _fingerprint_run(tmp_path, train, 3 * val, resume=True)
+    _, history = _fingerprint_run(tmp_path, train.clone(), val.clone(), resume=True)
+    assert history.epoch == [0, 1]
+
+
+def test_a_checkpoint_without_the_digests_still_resumes_bit_identically(tmp_path):
+    from revq_core.training.checkpoint import load_checkpoint, save_checkpoint
+
+    generator = torch.Generator().manual_seed(0)
+    train, val = 1 + 2 * torch.randn(64, 32, 8, 8, generator=generator), torch.randn(16, 32, 8, 8, generator=generator)
+    whole, _ = _fingerprint_run(None, train, val)
+    _fingerprint_run(tmp_path, train, val, stop_after=1)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["data"]["train_digest"], state["data"]["val_digest"]  # as written before the digests existed
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    resumed, _ = _fingerprint_run(tmp_path, train, val, resume=True)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name

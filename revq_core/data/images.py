@@ -5,6 +5,7 @@ Images returned by this module are float32 tensors in [-1, 1], shape (3, H, W) p
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -159,6 +160,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def content_key(self) -> str:
+        """A short hash of what this dataset yields: the image size and each sample's path relative to the root,
+        file size and label (a cache of its latents is keyed by it, with the VAE's digest; no file is read)."""
+        digest = hashlib.sha1(f"size={self.size};resize_center_crop=bilinear".encode())
+        for path, label in self.samples:
+            digest.update(f"{path.relative_to(self.root).as_posix()}\0{path.stat().st_size}\0{label}\n".encode())
+        return digest.hexdigest()[:16]
 
     def load(self, index: int) -> torch.Tensor:
         """The image at ``index`` as float32 (3, size, size) in [-1, 1]; raises OSError if it cannot be decoded."""
