@@ -131,8 +131,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.classes = [path.name for path in class_dirs]
         candidates: list[tuple[Path, int]] = []
         if class_dirs:
-            loose = sorted(path.name for path in self.root.iterdir() if path.is_file() and not is_hidden(Path(path.name))
-                           and path.suffix.lower() in IMAGE_EXTENSIONS)
+            loose = sorted(path.name for path in self.root.iterdir() if path.is_file()
+                           and not is_hidden(Path(path.name)) and path.suffix.lower() in IMAGE_EXTENSIONS)
             if loose:
                 raise ValueError(f"{self.root} holds {len(loose)} image file(s) at its top level (e.g. {loose[0]}) "
                                  f"beside {len(class_dirs)} folder(s) (e.g. {class_dirs[0].name}/): use one layout, "
@@ -142,7 +142,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 candidates += [(path, label) for path in sorted(directory.rglob("*"))
                                if path.is_file() and not is_hidden(path.relative_to(directory))]
         else:
-            candidates = [(path, 0) for path in sorted(self.root.iterdir()) if path.is_file() and not is_hidden(Path(path.name))]
+            candidates = [(path, 0) for path in sorted(self.root.iterdir())
+                          if path.is_file() and not is_hidden(Path(path.name))]
         self.samples: list[tuple[Path, int]] = []
         self.skipped: list[tuple[Path, str]] = []
         for path, label in candidates:

@@ -338,7 +338,8 @@ def latents_digest(latents: torch.Tensor, chunk_size: int = 65536) -> str:
     memory-mapped cache: 65,536 latents of 2,048 values are 512 MiB)."""
     digest = hashlib.sha1(repr(tuple(latents.shape)).encode())
     for start in range(0, latents.shape[0], chunk_size):
-        digest.update(latents[start:start + chunk_size].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        chunk = latents[start:start + chunk_size].detach().to("cpu", torch.float32).contiguous()  # (n, C, H, W)
+        digest.update(chunk.numpy().tobytes())
     return digest.hexdigest()
 
 
