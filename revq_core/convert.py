@@ -17,6 +17,7 @@ from revq_core.modeling.authors_format import (
     CheckpointConversionError,
     load_authors_model,
 )
+from revq_core.utils.files import check_output_folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,10 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preprocessor", help=f"the authors' preprocessor.pth (latent mean/std): a path or a URL, "
                                                f"e.g. {AUTHORS_PREPROCESSOR_URL}")
     parser.add_argument("--vae", default=AUTHORS_VAE, help=f"VAE name to record (default {AUTHORS_VAE})")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a dst that is not empty")
     args = parser.parse_args(argv)
     try:
+        check_output_folder(args.dst, args.overwrite)  # before any download or conversion
         model = load_authors_model(args.src, args.preprocessor, vae=args.vae)
-    except (CheckpointConversionError, FileNotFoundError, AuthorsModelUnavailable) as error:
+    except (CheckpointConversionError, FileNotFoundError, AuthorsModelUnavailable, NotADirectoryError,
+            FileExistsError) as error:
         raise SystemExit(f"revq_core.convert: error: {error}") from None
     model.save_pretrained(args.dst)
     print(f"converted {args.src}: {model.tokens_per_image} tokens, K = {model.codes_per_group}, "

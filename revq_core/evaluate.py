@@ -19,8 +19,10 @@ from revq_core.evaluation.metrics import ALEXNET_WEIGHTS, INCEPTION_WEIGHTS, Mis
 from revq_core.evaluation.protocol import (PROTOCOL_KEYS, PROTOCOLS, SHARED_DESCRIPTION, SHARED_KEYS,
                                            evaluate_image_folder, format_scores, sha256_of_file, software_versions,
                                            weights_hashes)
-from revq_core.modeling.loading import load_model
+from revq_core.modeling.loading import check_model_vae, load_model
 from revq_core.utils import distributed
+from revq_core.utils.checks import run_cli
+from revq_core.utils.files import atomic_write_text, check_output_file
 
 
 def _cli_hint(reason: str) -> str:
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, help="default: latent side x VAE factor (256 for DC-AE f32)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="results.json", help="where the JSON goes (default: results.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--force", action="store_true",
+                        help="evaluate the model with a --vae other than the one it records")
     parser.add_argument("--with-vae", action="store_true",
                         help="also score the VAE alone (its ceiling) in the same pass")
     parser.add_argument("--vae-only", action="store_true", help="score the VAE alone; no --model needed")
@@ -66,9 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
     from revq_core.autoencoders.loading import load_vae
 
+    check_output_file(args.output, args.overwrite, inputs=[args.data], option="--output")  # before the work
     device = distributed.init_from_env(args.device)
     try:
         model = None if args.vae_only else load_model(args.model, args.preprocessor)
+        if model is not None:
+            check_model_vae(model, args.vae, args.force)
         vae_name = args.vae or (model.vae_name if model is not None else None) or DEFAULT_EMBEDDED_VAE
         vae = load_vae(vae_name, device=device)
         protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
@@ -107,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"skipped {len(results['skipped_files'])} unreadable file(s): "
                       + ", ".join(item["path"] for item in results["skipped_files"]))
             output = Path(args.output)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(results, indent=2) + "\n")
+            atomic_write_text(output, json.dumps(results, indent=2) + "\n")
             print(f"wrote {output}")
         distributed.barrier()
     finally:
@@ -117,4 +124,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, None))

@@ -12,6 +12,7 @@ Two data sources, one interface:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -85,10 +86,11 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
     if vae is None:
         raise ValueError("an image folder needs the VAE that encodes it: pass vae=load_vae(<hub id or directory>).")
     vae_key = as_latent_autoencoder(vae).cache_key()
+    root_key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]  # A/data and B/data: two caches
     latents = {}
     for split in ("train", "val"):  # "bilinear": resize_center_crop's resampling (older caches were bicubic)
         # .npy: the memory-mapped, resumable cache (ImageNet's train latents do not fit in RAM twice)
-        cache_path = cache_dir() / f"latents_{root.name}_{split}_{image_size}_bilinear_vae{vae_key}.npy"
+        cache_path = cache_dir() / f"latents_{root.name}-{root_key}_{split}_{image_size}_bilinear_vae{vae_key}.npy"
         latents[split] = encode_image_folder(vae, root / split, image_size, cache_path=cache_path, progress=progress)
     val_images = ImageFolderDataset(root / "val", size=image_size)
     count = min(num_eval_images, len(val_images))

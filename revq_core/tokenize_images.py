@@ -24,13 +24,16 @@ from revq_core.data.codes import codes_dtype, save_codes, weights_sha1
 from revq_core.data.images import ImageInputError, find_images, image_batches
 from revq_core.modeling.loading import load_tokenizer
 from revq_core.utils.checks import run_cli
+from revq_core.utils.files import check_output_file
 
 
 def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, model: str | None = None,
                     vae: str | None = None, batch_size: int = 32, device: str = "cpu",
-                    skip_unreadable: bool = False, progress: bool = True) -> dict:
-    """Tokenize images and folders into the codes file ``out``; returns its meta (plus the skipped files)."""
+                    skip_unreadable: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
+    """Tokenize images and folders into the codes file ``out``; returns its meta (plus the skipped files).
+    ``out`` is checked before any work: never one of the inputs, and an existing file only with ``overwrite``."""
     images = find_images(inputs)
+    check_output_file(out, overwrite, inputs=[path for _, path in images])
     revq, model_name = load_tokenizer(model, vae, device)
     size = revq.vae.image_size(revq.latent_shape)  # latent side x the VAE's downsampling factor
     codes, names, skipped = [], [], []
@@ -49,7 +52,7 @@ def tokenize_images(inputs: list[str | os.PathLike], out: str | os.PathLike, mod
                       tokens_per_image=revq.tokens_per_image, codes_per_group=revq.vocabulary_size,
                       quantizer=revq.config.quantizer, bits_per_image=revq.bits_per_image,
                       latent_shape=revq.latent_shape, image_size=size,
-                      vae=str(vae or revq.vae_name or DEFAULT_EMBEDDED_VAE))
+                      vae=str(vae or revq.vae_name or DEFAULT_EMBEDDED_VAE), vae_digest=revq.vae.cache_key())
     return {**meta, "num_images": len(names), "skipped": skipped}
 
 
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="skip files that cannot be read as images (with a warning) instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
     result = tokenize_images(args.inputs, args.out, args.model, args.vae, args.batch_size, args.device,
-                             args.skip_unreadable, progress=not args.no_progress)
+                             args.skip_unreadable, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {args.out}: {result['num_images']} images x {result['tokens_per_image']} tokens "
           f"({codes_dtype(result['codes_per_group']).__name__}, K = {result['codes_per_group']}), images resized "
           f"and centre-cropped to {result['image_size']} x {result['image_size']}; model {result['model']}"

@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     device = distributed.init_from_env(args.device)  # torchrun: join the group, cuda:LOCAL_RANK per rank
     if args.fast:
         overrides = {**speed_settings(device), **overrides}
-    config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
+    try:
+        config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
+    except (ValueError, TypeError) as error:  # a field out of range (--threads -3, --epochs 0): one line
+        distributed.destroy()
+        raise SystemExit(f"error: {error}") from None
     from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE
     from revq_core.data.latents import (
         embedded_latents,
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         model, history = train(config, train_latents, val_latents, output_dir=args.output,
                                resume=args.resume, overwrite=args.overwrite, vae=vae,
                                normalizer_statistics=statistics)
-    except (RunDirectoryError, CheckpointError, FileNotFoundError, ValueError, TypeError) as error:
+    except (RunDirectoryError, CheckpointError, OSError, ValueError, TypeError) as error:  # OSError: a full disk
         raise SystemExit(f"error: {error}") from None
     finally:
         distributed.destroy()

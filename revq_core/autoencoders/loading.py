@@ -31,6 +31,10 @@ class VAENotFoundError(FileNotFoundError):
     """The requested VAE weights are not on this machine; the message says how to get them."""
 
 
+class DamagedVAEError(OSError):
+    """The VAE's weights are on this machine but cannot be read (truncated or damaged)."""
+
+
 def _is_model_dir(path: Path) -> bool:
     """True if ``path`` holds a diffusers model: config.json and weights (safetensors or .bin)."""
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
@@ -87,8 +91,31 @@ def _from_directory(path: Path, dtype: torch.dtype):
         raise VAENotFoundError(f"{path} is a directory but holds no diffusers model (config.json + *.safetensors). "
                                f"Point load_vae at the folder made by `save_pretrained` or by "
                                f"`hf download <id> --local-dir {path}`.")
-    return _autoencoder_class(path / "config.json", str(path)).from_pretrained(path, torch_dtype=dtype,
-                                                                                low_cpu_mem_usage=False)
+    model_class = _autoencoder_class(path / "config.json", str(path))
+    try:
+        return model_class.from_pretrained(path, torch_dtype=dtype, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError) as error:  # diffusers: "Unable to load weights from checkpoint file"
+        damaged = _unreadable_weights(path)
+        if damaged is None:
+            raise
+        restore = next((f"`git checkout -- {folder}`" for name, folder in EMBEDDED_VAE_DIRS.items()
+                        if embedded_vae_path(name).resolve() == path.resolve()), "`hf download <id> --local-dir <dir>`")
+        raise DamagedVAEError(f"{damaged[0]} cannot be read ({damaged[1]}): the VAE's weights are truncated or "
+                              f"damaged; restore them with {restore} or copy them again.") from error
+
+
+def _unreadable_weights(path: Path) -> tuple[Path, str] | None:
+    """(file, why) for the first safetensors file in ``path`` that cannot be read through, else None."""
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                for key in weights.keys():
+                    weights.get_slice(key)
+        except Exception as error:  # safetensors' own SafetensorError for a short or corrupt file
+            return file, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
 
 
 def _from_hub(model_id: str, dtype: torch.dtype, local_files_only: bool):
@@ -115,6 +142,11 @@ def _load_from_hub(model_id: str, dtype: torch.dtype):
     """Load a hub id from the local Hugging Face cache, else download it (when online)."""
     from huggingface_hub import constants
 
+    parent = Path(model_id).expanduser().parent
+    if not os.path.exists(model_id) and parent != Path(".") and parent.is_dir():  # 'runs/vae' with runs/ here
+        raise VAENotFoundError(f"{model_id!r} does not exist: the folder {str(parent)!r} holds no "
+                               f"{Path(model_id).name!r}. Pass a VAE directory (config.json + *.safetensors) or a "
+                               f"hub id.")
     if os.path.exists(model_id) or model_id.count("/") != 1:
         raise VAENotFoundError(f"{model_id!r} is neither an existing directory nor a hub id of the form 'owner/name' "
                                f"(e.g. {DC_AE_HUB_IDS[1]}).")

@@ -5,6 +5,7 @@ Images returned by this module are float32 tensors in [-1, 1], shape (3, H, W) p
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -60,8 +61,26 @@ def pil_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def is_hidden(path: Path) -> bool:
-    """True for names starting with '.' (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.JPEG``): never data."""
-    return path.name.startswith(".")
+    """True if any part of ``path`` starts with '.' (``.ipynb_checkpoints/x.png``, ``.DS_Store``, ``._x.JPEG``):
+    never data. Pass paths relative to the folder searched (its own parents may be hidden)."""
+    return any(part.startswith(".") and part not in (".", "..") for part in Path(path).parts)
+
+
+def open_image(path: Path) -> Image.Image:
+    """``PIL.Image.open(path)``; an image whose header claims more pixels than PIL's bomb limit raises an
+    ``ImageInputError`` naming the file and its claimed size (PIL's own error names neither)."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ImageInputError(f"{path} claims more pixels than PIL's limit of {2 * Image.MAX_IMAGE_PIXELS:,} "
+                              f"({first_line(error)}): a damaged or hostile file; remove it, or raise "
+                              f"PIL.Image.MAX_IMAGE_PIXELS if the image is real.") from None
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files (by extension) under ``folder``, recursively and sorted, hidden files and folders skipped."""
+    return sorted(file for file in folder.rglob("*") if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS
+                  and not is_hidden(file.relative_to(folder)))
 
 
 def resize_center_crop(image: Image.Image, size: int = 256) -> Image.Image:
@@ -92,7 +111,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     Each item is ``(image, label)``: image float32 (3, size, size) in [-1, 1] (``resize_center_crop``: the
     paper's bilinear short-side resize and centre crop), label the index of its class folder (0 for a flat
     folder); ``load_uint8`` gives the same image as uint8, the exact 8-bit original evaluation compares with.
-    Hidden files and folders (names starting with '.', e.g. ``.ipynb_checkpoints/``) are ignored.
+    Hidden files and folders (names starting with '.', e.g. ``.ipynb_checkpoints/``) are ignored. A class
+    folder is read recursively (``cat/sub/x.png`` belongs to ``cat``); image files beside class folders
+    (``root/x.png`` and ``root/cat/``) are refused, since neither layout would take them all.
     16-bit and float grayscale images keep their range (see ``pil_to_tensor``).
     Non-image files and images that cannot be opened are skipped with a warning naming the file,
     at construction (header check) or, for files that break while decoding, when read
@@ -106,19 +127,30 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"Image folder {self.root} does not exist. Point it at a directory in ImageNet "
                                     f"layout: root/<class>/<image>.JPEG (e.g. the ImageNet val set sorted by class).")
         self.size = size
-        class_dirs = sorted(path for path in self.root.iterdir() if path.is_dir() and not is_hidden(path))
+        class_dirs = sorted(path for path in self.root.iterdir() if path.is_dir() and not is_hidden(Path(path.name)))
         self.classes = [path.name for path in class_dirs]
         candidates: list[tuple[Path, int]] = []
-        for label, directory in enumerate(class_dirs or [self.root]):
-            candidates += [(path, label) for path in sorted(directory.iterdir())
-                           if path.is_file() and not is_hidden(path)]
+        if class_dirs:
+            loose = sorted(path.name for path in self.root.iterdir() if path.is_file()
+                           and not is_hidden(Path(path.name)) and path.suffix.lower() in IMAGE_EXTENSIONS)
+            if loose:
+                raise ValueError(f"{self.root} holds {len(loose)} image file(s) at its top level (e.g. {loose[0]}) "
+                                 f"beside {len(class_dirs)} folder(s) (e.g. {class_dirs[0].name}/): use one layout, "
+                                 f"every image in a class folder (root/<class>/<image>) or all of them flat in "
+                                 f"root; move the top-level images into a folder, or the folders' images up.")
+            for label, directory in enumerate(class_dirs):
+                candidates += [(path, label) for path in sorted(directory.rglob("*"))
+                               if path.is_file() and not is_hidden(path.relative_to(directory))]
+        else:
+            candidates = [(path, 0) for path in sorted(self.root.iterdir())
+                          if path.is_file() and not is_hidden(Path(path.name))]
         self.samples: list[tuple[Path, int]] = []
         self.skipped: list[tuple[Path, str]] = []
         for path, label in candidates:
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 reason = f"not an image file (extension {path.suffix!r})"
-            elif check_files and not _header_is_readable(path):
-                reason = "PIL cannot read it as an image (corrupt or truncated)"
+            elif check_files and (problem := _header_problem(path)):
+                reason = problem
             else:
                 self.samples.append((path, label))
                 continue
@@ -130,10 +162,18 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def content_key(self) -> str:
+        """A short hash of what this dataset yields: the image size and each sample's path relative to the root,
+        file size and label (a cache of its latents is keyed by it, with the VAE's digest; no file is read)."""
+        digest = hashlib.sha1(f"size={self.size};resize_center_crop=bilinear".encode())
+        for path, label in self.samples:
+            digest.update(f"{path.relative_to(self.root).as_posix()}\0{path.stat().st_size}\0{label}\n".encode())
+        return digest.hexdigest()[:16]
+
     def load(self, index: int) -> torch.Tensor:
         """The image at ``index`` as float32 (3, size, size) in [-1, 1]; raises OSError if it cannot be decoded."""
         path, _ = self.samples[index]
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return pil_to_tensor(image, self.size)
 
     def load_uint8(self, index: int) -> torch.Tensor:
@@ -143,7 +183,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         divides by 255); 16-bit and float grayscale images are rounded to 8 bits.
         """
         path, _ = self.samples[index]
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.mode in HIGH_BIT_DEPTH_MODES:
                 unit = (pil_to_tensor(image, self.size) + 1.0) / 2.0
                 return torch.round(unit.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
@@ -161,14 +201,16 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         raise RuntimeError(f"No image in {self.root} could be decoded.")
 
 
-def _header_is_readable(path: Path) -> bool:
-    """True if PIL recognises ``path`` as an image and its header checks out."""
+def _header_problem(path: Path) -> str | None:
+    """None if PIL recognises ``path`` as an image and its header checks out, else why not."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.verify()
-        return True
+        return None
+    except ImageInputError as error:  # a decompression bomb: say so
+        return str(error).removeprefix(f"{path} ")
     except Exception:  # PIL raises many types (UnidentifiedImageError, SyntaxError, struct.error, ...)
-        return False
+        return "PIL cannot read it as an image (corrupt or truncated)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +233,7 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files = sorted(file for file in path.rglob("*") if file.is_file()
-                           and file.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(file.relative_to(path)))
+            files = image_files(path)
             if not files:
                 raise ImageInputError(f"{path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
                                       f"point at a folder of images or at image files.")
@@ -212,8 +253,10 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
 def read_image(path: Path, size: int) -> torch.Tensor:
     """One image file -> (3, size, size) float32 in [-1, 1] (short side resized to ``size``, centre crop)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return pil_to_tensor(image, size)
+    except ImageInputError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ImageInputError(f"{path} is not a readable image ({first_line(error)})") from None
 

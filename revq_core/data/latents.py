@@ -58,7 +58,7 @@ from revq_core.autoencoders.loading import load_vae
 from revq_core.data.images import ImageFolderDataset
 from revq_core.data.photos import CORPUS_CROPS, build_photo_dataset
 from revq_core.utils import distributed
-from revq_core.utils.checks import first_line
+from revq_core.utils.checks import check_num_workers, first_line
 from revq_core.utils.files import atomic_write, atomic_write_bytes, cache_dir
 from revq_core.utils.moments import RunningMoments
 
@@ -222,20 +222,37 @@ def encode_image_folder(vae, root: str | os.PathLike, image_size: int = 256, bat
     Returns float32 latents (N, C, image_size / f, image_size / f), in the folder's sorted order
     (memory-mapped from the file for a ``.npy`` cache).
     """
+    check_num_workers(num_workers)
     if cache_path is not None and Path(cache_path).suffix == ".npy":
-        if not cache_is_complete(cache_path):  # listing and checking a folder of ImageNet's size takes minutes
+        if cache_is_complete(cache_path):  # the key needs the folder's listing only, not its files checked
+            key = cache_key(vae, ImageFolderDataset(root, size=image_size, check_files=False))
+            _check_key(Path(cache_path), _recorded_key(_stats_path(Path(cache_path))), key, "was written")
+        else:  # listing and checking a folder of ImageNet's size takes minutes
             encode_to_cache(vae, ImageFolderDataset(root, size=image_size), cache_path, batch_size, num_workers,
                             progress=progress)
         return load_latent_cache(cache_path)
-    if cache_path is not None and Path(cache_path).is_file():
-        return load_latents(cache_path)
     dataset = ImageFolderDataset(root, size=image_size)
+    key = cache_key(vae, dataset)
+    if cache_path is not None and Path(cache_path).is_file():
+        _check_key(Path(cache_path), _safetensors_key(Path(cache_path)), key, "was written")
+        return load_latents(cache_path)
     latents = encode_dataset(vae, dataset, batch_size, num_workers=num_workers, progress=progress)
     if cache_path is not None:
         vae_config = json.dumps(dict(vae.config), default=str)  # default: paths (a VAE loaded from a directory)
         save_latents(cache_path, latents, {"root": str(Path(root).resolve()), "image_size": image_size,
-                                           "num_images": len(dataset), "vae": vae_config[:4000]})
+                                           "num_images": len(dataset), "vae": vae_config[:4000], "key": key})
     return latents
+
+
+def _safetensors_key(path: Path) -> str:
+    """The ``cache_key`` a safetensors latent file records; a key that matches nothing for a file written
+    before keys existed (its VAE and images are unknown, so it is not reused)."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            recorded = (file.metadata() or {}).get("key")
+    except Exception:  # unreadable: load_latents says so
+        return ""
+    return recorded or json.dumps({"vae": "unknown (written before caches recorded it)", "images": "unknown"})
 
 
 def read_latents(path: str | os.PathLike) -> torch.Tensor:
@@ -277,11 +294,13 @@ def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size:
     path = Path(path)
     if path.suffix != ".npy":
         raise ValueError(f"the latent cache path must end in .npy, got {path}.")
-    if _stats_path(path).is_file():
-        return path
     count = len(images_or_dataset)
     if count == 0:
         raise ValueError("No images to encode: the tensor or dataset is empty.")
+    key = cache_key(vae, images_or_dataset)
+    if _stats_path(path).is_file():
+        _check_key(path, _recorded_key(_stats_path(path)), key, "was written")
+        return path
     rank, world = distributed.rank(), distributed.world_size()
     first, last = rank * count // world, (rank + 1) * count // world
     progress_path = _progress_path(path, rank, world)
@@ -296,6 +315,7 @@ def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size:
                          "another dataset. Delete it (and its .progress files) or choose another path.")
     row, moments = first, RunningMoments()
     if progress_path.is_file():  # resume
+        _check_key(path, _recorded_key(progress_path), key, "was started")
         with np.load(progress_path) as saved:
             row = int(saved["next_row"])
             if int(saved["count"]):
@@ -311,8 +331,8 @@ def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size:
         moments.add(latents)
         row += len(latents)
         if batch_index % flush_every == 0:
-            _record_progress(cache, progress_path, row, moments)
-    _record_progress(cache, progress_path, row, moments)  # also for a share with no rows
+            _record_progress(cache, progress_path, row, moments, key)
+    _record_progress(cache, progress_path, row, moments, key)  # also for a share with no rows
     del cache
     distributed.barrier()  # every share is written
     if rank == 0:
@@ -321,17 +341,77 @@ def encode_to_cache(vae, images_or_dataset, path: str | os.PathLike, batch_size:
     return path
 
 
-def _record_progress(cache: np.memmap, progress_path: Path, next_row: int, moments: RunningMoments) -> None:
-    """Flush the rows written so far, then record them and their statistics (atomically, in that order)."""
+def _record_progress(cache: np.memmap, progress_path: Path, next_row: int, moments: RunningMoments,
+                     key: str) -> None:
+    """Flush the rows written so far, then record them, their statistics and the cache's key (atomically, in
+    that order)."""
     cache.flush()
     _save_npz_atomically(progress_path, next_row=next_row, count=moments.count,
                          mean=moments.mean if moments.count else np.zeros(0),
-                         squared_deviations=moments.squared_deviations if moments.count else np.zeros(0))
+                         squared_deviations=moments.squared_deviations if moments.count else np.zeros(0), key=key)
+
+
+def _recorded_key(npz_path: Path) -> str:
+    """The ``cache_key`` a progress or statistics file records; '' for files written before keys existed."""
+    try:
+        with np.load(npz_path, allow_pickle=False) as saved:
+            return str(saved["key"]) if "key" in saved else ""
+    except Exception:  # unreadable: the readers that need it say so
+        return ""
 
 
 def _item(images_or_dataset, index: int):
     return images_or_dataset[index:index + 1] if isinstance(images_or_dataset, torch.Tensor) \
         else images_or_dataset[index]
+
+
+def cache_key(vae, images_or_dataset) -> str:
+    """What made a latent cache, as JSON: the VAE's digest (``LatentAutoencoder.cache_key``, or a hash of a plain
+    module's weights) and the images' (``ImageFolderDataset.content_key``: names, file sizes, image size; the
+    bytes of a tensor; for another Dataset its length and its first and last items). A cache whose key differs
+    is refused, never mixed or reused."""
+    return json.dumps({"vae": _vae_digest(vae), "images": _images_digest(images_or_dataset)}, sort_keys=True)
+
+
+def _vae_digest(vae) -> str | None:
+    from revq_core.autoencoders.adapters import as_latent_autoencoder
+
+    try:
+        return as_latent_autoencoder(vae).cache_key()
+    except (TypeError, ValueError, AttributeError):
+        if not isinstance(vae, torch.nn.Module):
+            return None
+        digest = hashlib.sha1(type(vae).__name__.encode())
+        for name, tensor in sorted(vae.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:10]
+
+
+def _images_digest(images_or_dataset) -> str:
+    if hasattr(images_or_dataset, "content_key"):
+        return images_or_dataset.content_key()
+    digest = hashlib.sha1(str(len(images_or_dataset)).encode())
+    if isinstance(images_or_dataset, torch.Tensor):
+        for part in images_or_dataset.split(4096):
+            digest.update(part.contiguous().cpu().numpy().tobytes())
+    elif len(images_or_dataset):
+        for index in (0, len(images_or_dataset) - 1):
+            digest.update(_as_batch(_item(images_or_dataset, index)).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_key(path: Path, recorded: str, key: str, what: str) -> None:
+    """Raise a ValueError if a cache's recorded key (``cache_key``) is not ``key``; '' (older files) passes."""
+    if not recorded or recorded == key:
+        return
+    saved, now = json.loads(recorded), json.loads(key)
+    differs = [name for name in ("vae", "images") if saved.get(name) != now.get(name)]
+    reasons = {"vae": "another VAE (or other VAE weights)", "images": "other images"}
+    raise ValueError(f"{path} {what} with {' and '.join(reasons[name] for name in differs)} than these "
+                     f"({', '.join(f'{name}: {saved.get(name)} vs now {now.get(name)}' for name in differs)}): its "
+                     f"latents are not theirs. Delete it (and its .stats.npz / .progress files) or choose another "
+                     f"path.")
 
 
 def _merge_statistics(path: Path, world: int) -> None:
@@ -340,8 +420,11 @@ def _merge_statistics(path: Path, world: int) -> None:
         with np.load(_progress_path(path, rank, world)) as saved:
             if int(saved["count"]):
                 total.merge(RunningMoments(int(saved["count"]), saved["mean"], saved["squared_deviations"]))
+    with np.load(_progress_path(path, 0, world), allow_pickle=False) as saved:
+        key = str(saved["key"]) if "key" in saved else ""
     _save_npz_atomically(_stats_path(path), mean=total.mean.astype(np.float32),
-                         var=(total.squared_deviations / total.count).astype(np.float32), count=total.count)
+                         var=(total.squared_deviations / total.count).astype(np.float32), count=total.count,
+                         rows_digest=_rows_digest(np.load(path, mmap_mode="r")), key=key)
     for rank in range(world):
         _progress_path(path, rank, world).unlink()
 
@@ -368,15 +451,40 @@ def load_latent_cache(path: str | os.PathLike) -> torch.Tensor:
 
 
 def latent_cache_statistics(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, population variance), each (C, h, w) float32, computed while the cache was written."""
+    """(mean, population variance), each (C, h, w) float32, computed while the cache was written. A ValueError if
+    the statistics file belongs to another cache (its count, shape or sampled rows differ from the .npy's)."""
     path = Path(path)
     _require_complete(path)
     try:
         with np.load(_stats_path(path), allow_pickle=False) as saved:
-            return torch.from_numpy(saved["mean"]), torch.from_numpy(saved["var"])
+            mean, var = torch.from_numpy(saved["mean"]), torch.from_numpy(saved["var"])
+            count = int(saved["count"]) if "count" in saved else None
+            rows = str(saved["rows_digest"]) if "rows_digest" in saved else None
     except Exception as error:  # a truncated or foreign .npz: zipfile, numpy and key errors
         raise ValueError(f"{_stats_path(path)} is not a readable statistics file ({type(error).__name__}): it is "
                          f"truncated or damaged. Delete it and call encode_to_cache(...) again.") from None
+    latents = load_latent_cache(path).numpy()
+    differences = []
+    if count is not None and count != len(latents):
+        differences.append(f"it counts {count} latents, the cache holds {len(latents)}")
+    if tuple(mean.shape) != tuple(latents.shape[1:]):
+        differences.append(f"its mean has shape {tuple(mean.shape)}, the latents {tuple(latents.shape[1:])}")
+    if rows is not None and not differences and rows != _rows_digest(latents):  # files written before lack it
+        differences.append("the sampled rows it was computed with are not the cache's")
+    if differences:
+        raise ValueError(f"{_stats_path(path)} belongs to another cache than {path} ({'; '.join(differences)}): "
+                         f"delete both and write the cache again with encode_to_cache(...), or put the cache's own "
+                         f"statistics file beside it.")
+    return mean, var
+
+
+def _rows_digest(latents: np.ndarray, samples: int = 64) -> str:
+    """sha1 of ``samples`` rows spread evenly over a cache (N, C, h, w): ties a statistics file to its cache
+    without reading all of it."""
+    digest = hashlib.sha1(repr(tuple(latents.shape)).encode())
+    for row in np.unique(np.linspace(0, len(latents) - 1, min(samples, len(latents))).astype(np.int64)):
+        digest.update(np.ascontiguousarray(latents[row], dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_is_complete(path: str | os.PathLike) -> bool:
@@ -390,5 +498,10 @@ def _require_complete(path: Path) -> None:
         raise FileNotFoundError(f"No latent cache at {path}. Write one with encode_to_cache(vae, dataset, {str(path)!r}).")
     if not _stats_path(path).is_file():
         partial = sorted(path.parent.glob(path.name + ".progress-*.npz"))
+        if not partial:
+            raise RuntimeError(f"{path} has no statistics file {_stats_path(path).name} and no progress file: it was "
+                               "not written by encode_to_cache, or its statistics file was moved or deleted. Write "
+                               "it with encode_to_cache(vae, dataset, path) (after deleting it), or pass the "
+                               "statistics yourself (train(..., normalizer_statistics=(mean, var))).")
         raise RuntimeError(f"{path} is incomplete (its encoding was interrupted: {len(partial)} progress file(s)); "
                            "call encode_to_cache again with the same arguments to resume it.")

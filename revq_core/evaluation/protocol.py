@@ -52,7 +52,7 @@ from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTIO
                                           inception_score, lpips_network, paper_psnr, paper_ssim, psnr_per_image,
                                           round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
 from revq_core.utils import distributed
-from revq_core.utils.checks import first_line
+from revq_core.utils.checks import check_num_workers, first_line
 
 PROTOCOLS = ("paper", "standard")
 PROTOCOL_DESCRIPTIONS = {
@@ -344,6 +344,7 @@ def evaluate_image_folder(data: str | os.PathLike, vae, model=None, include_vae:
         raise ValueError(f"limit must be a positive number of images, got {limit}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    check_num_workers(num_workers)
     sources = (["vae"] if include_vae or model is None else []) + (["revq"] if model is not None else [])
     vae = as_latent_autoencoder(vae)
     device = torch.device(device) if device is not None else next(vae.parameters()).device

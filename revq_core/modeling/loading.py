@@ -17,6 +17,7 @@ from revq_core.autoencoders.loading import load_vae
 from revq_core.modeling.authors_format import load_authors_model
 from revq_core.modeling.pretrained import AUTHORS_CHECKPOINT, AUTHORS_MODELS, AUTHORS_PREPROCESSOR_URL
 from revq_core.modeling.revq import ReVQ
+from revq_core.utils.checks import check_device
 from revq_core.utils.files import REPO_ROOT
 
 # The tokenizer shipped with the repository (trained on the embedded photos): the default model.
@@ -44,6 +45,7 @@ def load_tokenizer(model: str | os.PathLike | None = None, vae: str | os.PathLik
     by ``save_pretrained``, a hub id, or one of the authors' released models (converted on the fly).
     vae: None for the VAE the model records. Raises FileNotFoundError if the shipped tokenizer is missing.
     """
+    check_device(device)  # a clear line for 'cuda' without CUDA, before any loading
     model_name = "embedded" if model in (None, "embedded") else str(model)
     if model_name == "embedded":
         if not (EMBEDDED_TOKENIZER_DIR / "config.json").is_file():
@@ -53,3 +55,24 @@ def load_tokenizer(model: str | os.PathLike | None = None, vae: str | os.PathLik
     revq = load_model(str(model)).to(device).eval()
     revq.attach_vae(load_vae(vae or revq.vae_name or DEFAULT_EMBEDDED_VAE, device=device))
     return revq, model_name
+
+
+def same_vae(first: str | os.PathLike | None, second: str | os.PathLike | None) -> bool:
+    """Whether two VAE names mean the same VAE: equal names (None is the default embedded VAE), or the same
+    existing directory."""
+    first, second = str(first or DEFAULT_EMBEDDED_VAE), str(second or DEFAULT_EMBEDDED_VAE)
+    if first == second:
+        return True
+    one, other = Path(first).expanduser(), Path(second).expanduser()
+    return one.is_dir() and other.is_dir() and one.resolve() == other.resolve()
+
+
+def check_model_vae(model: ReVQ, vae: str | os.PathLike | None, force: bool = False) -> None:
+    """Raise a ValueError if ``vae`` (a name, path or hub id; None: the model's own) is not the VAE the model
+    records (``model.vae_name``, config.json's ``vae``), unless ``force``: another VAE's latents, even of the
+    same shape, are other vectors, and its images another size."""
+    if force or vae is None or model.vae_name is None or same_vae(model.vae_name, vae):
+        return
+    raise ValueError(f"the model was trained on the latents of the VAE {model.vae_name!r}, but --vae {vae} was "
+                     f"given: another VAE's latents mean other images. Pass --vae {model.vae_name} (or leave --vae "
+                     f"out), or --force to use {vae} anyway.")

@@ -23,7 +23,8 @@ class LatentNormalizer(nn.Module):
 
     @torch.no_grad()
     def set_statistics(self, mean: torch.Tensor, var: torch.Tensor, min_std: float = 1e-6) -> None:
-        """Load per-dimension mean and variance, each of shape (C, H, W) or (C*H*W,)."""
+        """Load per-dimension mean and variance, each of shape (C, H, W) or (C*H*W,). A ValueError for a dimension
+        whose variance is at most ``min_std`` squared (constant latents, or a damaged or foreign statistics file)."""
         for name, value in (("mean", mean), ("var", var)):
             if value.numel() != self.mean.numel():
                 raise ValueError(f"{name} has {value.numel()} entries, expected one per latent dimension: "
@@ -31,8 +32,17 @@ class LatentNormalizer(nn.Module):
             check_finite(value, name)
         if bool((var < 0).any()):
             raise ValueError("var has negative entries: pass the variance, not a difference of moments that underflowed.")
+        flat = var.reshape(-1)
+        constant = flat <= min_std**2
+        if bool(constant.any()):
+            first = tuple(int(index) for index in torch.unravel_index(constant.nonzero()[0, 0], self.latent_shape))
+            raise ValueError(f"{int(constant.sum())} of the {flat.numel()} latent dimensions have (near) zero variance "
+                             f"(<= {min_std**2:g}; first at (c, h, w) = {first}): the latents do not vary there "
+                             f"(constant or all-equal latents, or statistics of another or a damaged cache), and "
+                             f"normalizing would scale them by up to {1 / min_std:g}. Check the VAE encoding and the "
+                             f"statistics (write the cache again with encode_to_cache).")
         self.mean.copy_(mean.reshape(self.latent_shape))
-        self.std.copy_(var.reshape(self.latent_shape).clamp(min=min_std**2).sqrt())
+        self.std.copy_(var.reshape(self.latent_shape).sqrt())
 
     @torch.no_grad()
     def fit(self, latents: torch.Tensor, chunk_size: int = 16384) -> None:

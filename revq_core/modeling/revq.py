@@ -244,6 +244,10 @@ class ReVQ(nn.Module, PyTorchModelHubMixin, library_name="revq", repo_url="https
             raise FileNotFoundError(f"{name!r} is not a directory and not a Hugging Face Hub id ('owner/name'): no "
                                     "such directory exists. Pass the directory written by ReVQ.save_pretrained "
                                     "(config.json + model.safetensors).")
+        elif path.parent != Path(".") and path.parent.is_dir():  # 'runs/x' with runs/ here: a path, not a hub id
+            raise FileNotFoundError(f"{name!r} does not exist: the folder {str(path.parent)!r} holds no "
+                                    f"{path.name!r}. Pass the directory written by ReVQ.save_pretrained (config.json "
+                                    "+ model.safetensors), e.g. a run's <output_dir>/model.")
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except Exception as error:  # hub, safetensors and state-dict errors: say what and how to fix

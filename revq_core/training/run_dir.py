@@ -113,6 +113,13 @@ def claim_run_directory(directory: str | os.PathLike, resume: bool, overwrite: b
     directory.mkdir(parents=True, exist_ok=True)
     lock = RunLock(directory).acquire()
     try:
+        for name, want_file in ((CHECKPOINT, True), (HISTORY, True), (MODEL, False)):
+            path = directory / name
+            if path.exists() and path.is_dir() != (not want_file) and not overwrite:
+                kind, other = ("a folder", "file") if want_file else ("a file", "folder")
+                raise RunDirectoryError(f"{path} is {kind}, where training writes its {name} {other}: move it "
+                                        "away, pass overwrite=True (--overwrite) to delete it, or use another "
+                                        "output_dir.")
         earlier = [name for name in (CHECKPOINT, HISTORY, MODEL) if (directory / name).exists()]
         if earlier and overwrite:
             for name in earlier:

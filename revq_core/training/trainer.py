@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -118,7 +119,7 @@ def train(config: TrainConfig, train_latents: torch.Tensor, val_latents: torch.T
             model.normalizer.fit(train_latents)
         else:
             model.normalizer.set_statistics(*normalizer_statistics)
-        data = _data_fingerprint(train_latents, model, vae)
+        data = _data_fingerprint(train_latents, model, vae, val_latents)
         optimizer, scheduler = optimizer_and_scheduler(model, config)
         history, start_epoch = History(), 0
 
@@ -214,7 +215,8 @@ def train_epoch(model, optimizer, config, train_latents, epoch, device, progress
         try:
             output = train_step(step_model, model, latent, optimizer, quantizer_params, rectifier_params, config)
         except TrainingDiverged as error:
-            where = f"the last good checkpoint {checkpoint_path} is intact" if checkpoint_path else "no checkpoint was written"
+            where = f"the last good checkpoint {checkpoint_path} is intact" \
+                if checkpoint_path is not None and checkpoint_path.is_file() else "no checkpoint was written yet"
             raise TrainingDiverged(f"{error} at epoch {epoch}, step {step}; {where}. Lower the learning rates or "
                                    "check the latents.") from None
         totals += torch.tensor([output.loss.item(), output.loss_quant.item(), output.loss_rect.item()],
@@ -317,20 +319,35 @@ def _checkpoint_state(model, optimizer, scheduler, epoch, history, config, data)
             "torch_rng_state": torch.get_rng_state()}
 
 
-def _data_fingerprint(train_latents, model: ReVQ, vae: str | None) -> dict:
+def _data_fingerprint(train_latents, model: ReVQ, vae: str | None, val_latents=None) -> dict:
     """What a checkpoint records of the data it was trained on (``_check_same_data`` compares it on
-    resume): the number of training latents, their shape (C, H, W), the ``vae`` name passed to ``train``
-    and the normalizer's statistics ``mean`` and ``std``, each (C, H, W), as this run computed them."""
+    resume): the number of training latents, their shape (C, H, W), the ``vae`` name passed to ``train``,
+    the normalizer's statistics ``mean`` and ``std``, each (C, H, W), as this run computed them, and digests
+    of the training and validation latents' contents (``latents_digest``: the same count and statistics in
+    another order, or another validation set, are other data)."""
     return {"latents": int(train_latents.shape[0]), "latent_shape": [int(size) for size in train_latents.shape[1:]],
             "vae": None if vae is None else str(vae),
             "normalizer_mean": model.normalizer.mean.detach().cpu().clone(),
-            "normalizer_std": model.normalizer.std.detach().cpu().clone()}
+            "normalizer_std": model.normalizer.std.detach().cpu().clone(),
+            "train_digest": latents_digest(train_latents),
+            "val_digest": None if val_latents is None else latents_digest(val_latents)}
+
+
+def latents_digest(latents: torch.Tensor, chunk_size: int = 65536) -> str:
+    """sha1 of latents (N, C, H, W) as float32 bytes, read in chunks of ``chunk_size`` rows (bounded memory for a
+    memory-mapped cache: 65,536 latents of 2,048 values are 512 MiB)."""
+    digest = hashlib.sha1(repr(tuple(latents.shape)).encode())
+    for start in range(0, latents.shape[0], chunk_size):
+        chunk = latents[start:start + chunk_size].detach().to("cpu", torch.float32).contiguous()  # (n, C, H, W)
+        digest.update(chunk.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _check_same_data(path, saved: dict | None, current: dict) -> None:
     """A ``CheckpointError`` naming every difference between the checkpoint's data fingerprint and this
     run's; the statistics are compared with a tolerance (the pass that computes them may differ in the
-    last bits across machines)."""
+    last bits across machines). A field the checkpoint lacks (one written before the field existed, e.g. the
+    digests) is not compared; the training digest is named only when nothing else explains the difference."""
     if saved is None:
         raise CheckpointError(f"{path} holds no training-data fingerprint, so resuming it cannot be checked against "
                               "these latents; start a new run (overwrite=True or a fresh output_dir).")
@@ -342,6 +359,13 @@ def _check_same_data(path, saved: dict | None, current: dict) -> None:
                           for key in ("normalizer_mean", "normalizer_std"))
     if not same_statistics:
         differences.append("normalizer statistics differ")
+    if not differences and "train_digest" in saved and saved["train_digest"] != current["train_digest"]:
+        differences.append("training latents' contents differ: same count and statistics, other values or another "
+                           "order")
+    if "val_digest" in saved and saved["val_digest"] != current["val_digest"]:
+        what = {None: "none"}
+        differences.append(f"validation latents differ (checkpoint {what.get(saved['val_digest'], 'a set')}, now "
+                           f"{what.get(current['val_digest'], 'another set')}): the history would mix two sets")
     if differences:
         raise CheckpointError(f"{path} was trained on other data ({'; '.join(differences)}). Resume with the same "
                               "latents and vae, or start a new run (overwrite=True or a fresh output_dir).")

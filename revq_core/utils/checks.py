@@ -33,6 +33,13 @@ def check_device(device) -> None:
                            f"use device 'cpu'.")
 
 
+def check_num_workers(num_workers) -> None:
+    """Raise a one-line ValueError unless ``num_workers`` (DataLoader processes decoding images) is an int >= 0."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers (--num-workers) must be 0 (decode in this process) or a positive number of "
+                         f"worker processes, got {num_workers!r}.")
+
+
 def first_line(error: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name when it has none (for one-line errors)."""
     text = str(error).strip()

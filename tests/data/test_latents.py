@@ -69,7 +69,7 @@ def test_encode_dataset_accepts_tensors_uint8_and_datasets():
         encode_dataset(vae, images.permute(0, 2, 3, 1), progress=False)
 
 
-def test_encode_image_folder_writes_and_reuses_its_cache(tmp_path):
+def test_encode_image_folder_writes_and_reuses_its_cache(tmp_path, monkeypatch):
     vae = tiny_autoencoder_dc().eval()
     for index in range(3):
         (tmp_path / "images" / "n01").mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,10 @@ def test_encode_image_folder_writes_and_reuses_its_cache(tmp_path):
     latents = encode_image_folder(vae, tmp_path / "images", image_size=16, batch_size=2, num_workers=0,
                                   cache_path=cache_path, progress=False)
     assert latents.shape == (3, 4, 8, 8) and cache_path.is_file()
-    assert torch.equal(encode_image_folder(None, tmp_path / "nowhere", cache_path=cache_path), latents)
+    # reused (not encoded again) for the same VAE and images; the cache is keyed by them, not by its name (issue 26)
+    monkeypatch.setattr("revq_core.data.latents.encode_dataset", lambda *args, **kwargs: pytest.fail("re-encoded"))
+    assert torch.equal(encode_image_folder(vae, tmp_path / "images", image_size=16, num_workers=0,
+                                           cache_path=cache_path, progress=False), latents)
 
 
 @pytest.mark.skipif(not (embedded_vae_path() / "config.json").is_file(),
