@@ -101,3 +101,15 @@ def test_a_checkpoint_of_one_baseline_is_not_loaded_as_another(tmp_path, saved, 
     config_path.write_text(config_path.read_text().replace(f'"quantizer": "{saved}"', f'"quantizer": "{loaded_as}"'))
     with pytest.raises(ValueError, match=f"quantizer '{loaded_as}'"):
         ReVQ.from_pretrained(tmp_path)
+
+
+def test_the_train_command_line_picks_a_quantizer_and_refuses_bad_ones(tmp_path, capsys):
+    from revq_core.train import main
+
+    with pytest.raises(SystemExit, match="overflow the int32 codes"):
+        main(["--quantizer", "scalar", "--tokens-per-image", "64", "--levels-per-dim", "4",
+              "--output", str(tmp_path / "run")])
+    with pytest.raises(SystemExit):
+        main(["--quantizer", "fsqq", "--output", str(tmp_path / "run")])
+    error = capsys.readouterr().err.replace("'", "")  # argparse quotes the choices from Python 3.12 on
+    assert "invalid choice: fsqq (choose from fsq, ifsq, revq, rvq, scalar, vq)" in error
