@@ -26,6 +26,7 @@ from revq_core.data.latents import embedded_latents, encode_image_folder
 from revq_core.data.photos import build_photo_dataset
 from revq_core.evaluation.metrics import to_unit_range
 from revq_core.evaluation.protocol import Evaluator, perceptual_networks
+from revq_core.evaluation.rate import code_report
 from revq_core.utils.checks import check_device
 from revq_core.utils.files import cache_dir
 
@@ -99,16 +100,26 @@ def prepare_data(vae=None, data: str | Path | None = None, num_eval_images: int 
 
 
 @torch.no_grad()
-def reconstruct_images(model, vae, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(VAE-only, ReVQ) reconstructions of images (N, 3, H, W) in [-1, 1], both (N, 3, H, W) on the CPU."""
+def reconstruct_images(model, vae, images: torch.Tensor, batch_size: int = 64, rectify: bool = True,
+                       return_codes: bool = False):
+    """(VAE-only, ReVQ) reconstructions of images (N, 3, H, W) in [-1, 1], both (N, 3, H, W) on the CPU; with
+    ``return_codes`` also the codes (N, T). ``rectify=False`` decodes the quantized latent without the rectifier
+    (the quantizer alone, denormalized): the "without rectifier" rows of notebooks/08_baselines."""
     latents = encode(vae, images, batch_size)  # (N, C, h, w)
-    revq_latents = torch.cat([model.reconstruct_latent(part.to(model.normalizer.mean.device)).cpu()
-                              for part in latents.split(batch_size)])
-    return decode(vae, latents, batch_size), decode(vae, revq_latents, batch_size)
+    codes = torch.cat([model.tokenize(part.to(model.normalizer.mean.device)).cpu() for part in latents.split(batch_size)])
+    with torch.no_grad():
+        if rectify:
+            revq_latents = torch.cat([model.detokenize(part.to(model.normalizer.mean.device)).cpu()
+                                      for part in codes.split(batch_size)])
+        else:
+            revq_latents = torch.cat([model.normalizer.denormalize(model.quantizer.decode(part.to(
+                model.normalizer.mean.device))).cpu() for part in codes.split(batch_size)])
+    reconstructions = decode(vae, latents, batch_size), decode(vae, revq_latents, batch_size)
+    return (*reconstructions, codes) if return_codes else reconstructions
 
 
 def evaluate_tokenizer(model, vae, images: torch.Tensor, batch_size: int = 64, lpips_weights=None,
-                       rfid_weights=None) -> tuple[dict[str, dict[str, float]], list[str]]:
+                       rfid_weights=None, rectify: bool = True) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Pixel metrics of the VAE alone and of ReVQ (VAE + tokens) against the originals, under both protocols.
 
     images: (N, 3, H, W) in [-1, 1]. Returns ({"vae": metrics, "revq": metrics}, notes). Metrics:
@@ -118,9 +129,11 @@ def evaluate_tokenizer(model, vae, images: torch.Tensor, batch_size: int = 64, l
     - the standard protocol: ``psnr_rgb``, ``psnr_y``, ``ssim_rgb``, ``ssim_y`` (RGB and BT.601 luma);
     - lpips, rfid and inception_score (shared by both) when their weights and packages are on this
       machine; otherwise ``notes`` says, in one line each, what is missing and where to put it.
-    ``num_images`` too. The in-memory counterpart of ``revq_core.evaluation.protocol.evaluate_image_folder``.
+    ``num_images`` too, and in the "revq" row the rate of its codes over these images (``evaluation.rate``):
+    ``bits_per_image``, ``entropy_bits``, ``usage``. ``rectify=False`` scores the quantizer without its rectifier.
+    The in-memory counterpart of ``revq_core.evaluation.protocol.evaluate_image_folder``.
     """
-    vae_images, revq_images = reconstruct_images(model, vae, images, batch_size)
+    vae_images, revq_images, codes = reconstruct_images(model, vae, images, batch_size, rectify, return_codes=True)
     lpips_net, inception_net, missing = perceptual_networks(lpips_weights=lpips_weights,
                                                             rfid_weights=rfid_weights)
     evaluator = Evaluator(("vae", "revq"), lpips=lpips_net, inception=inception_net)
@@ -135,6 +148,8 @@ def evaluate_tokenizer(model, vae, images: torch.Tensor, batch_size: int = 64, l
         paper = computed["protocols"]["paper"][name]
         results[name] = {"paper_psnr": paper["psnr"], "paper_ssim": paper["ssim"],
                          **computed["protocols"]["standard"][name], "num_images": computed["num_images"]}
+    rate = code_report(model, codes)
+    results["revq"].update({key: rate[key] for key in ("bits_per_image", "entropy_bits", "usage")})
     notes = []
     if "lpips" in missing:
         notes.append(f"LPIPS skipped: {missing['lpips']}")

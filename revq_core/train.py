@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from revq_core.modeling.quantizers import QUANTIZERS
 from revq_core.training.checkpoint import CheckpointError
 from revq_core.training.config import PRESETS, preset, speed_settings
 from revq_core.training.run_dir import RunDirectoryError
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-latents", help="latent file (N, C, H, W): safetensors (save_latents) or a .npy "
                         "cache (revq_core.data.latents.encode_to_cache, memory-mapped); default: the embedded photo crops")
     parser.add_argument("--val-latents", help="latent file for validation (same formats); default: the embedded held-out crops")
+    parser.add_argument("--quantizer", choices=sorted(QUANTIZERS), help="an entry of QUANTIZERS (default: the preset's, revq)")
+    parser.add_argument("--tokens-per-image", type=int, help="T (D = C*H*W / T numbers per token)")
+    parser.add_argument("--codes-per-group", type=int, help="K, codes per codebook (revq, vq, rvq per stage)")
+    parser.add_argument("--levels-per-dim", type=int, help="L, levels per latent number (scalar, fsq, ifsq)")
+    parser.add_argument("--residual-depth", type=int, help="stages of rvq")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="cpu")
@@ -45,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="the speed settings that pay on --device (CUDA: all three above; CPU: none)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                                ("seed", args.seed)) if value is not None}
+                                                ("seed", args.seed), ("quantizer", args.quantizer),
+                                                ("tokens_per_image", args.tokens_per_image),
+                                                ("codes_per_group", args.codes_per_group),
+                                                ("levels_per_dim", args.levels_per_dim),
+                                                ("residual_depth", args.residual_depth)) if value is not None}
     overrides.update({name: True for name in ("fused_adamw", "autocast_bf16") if getattr(args, name)})
     if args.compile_rectifier:
         overrides["compile_rectifier"] = args.compile_rectifier
@@ -54,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides = {**speed_settings(device), **overrides}
     try:
         config = preset(args.preset, device=device, num_threads=args.threads, **overrides)
-    except (ValueError, TypeError) as error:  # a field out of range (--threads -3, --epochs 0): one line
+    except (ValueError, TypeError) as error:  # a field out of range (--threads -3, --epochs 0, levels that overflow)
         distributed.destroy()
         raise SystemExit(f"error: {error}") from None
     from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE

@@ -43,6 +43,7 @@ from revq_core.utils.files import cache_dir  # noqa: E402
 VAE = "embedded-v2"
 OUT = REPO / "data" / "embedded_tokenizer"
 QUALITY_KEYS = ("paper_psnr", "paper_ssim", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
+RATE_KEYS = ("bits_per_image", "entropy_bits", "usage")  # the codes' rate over the same images (evaluation.rate)
 
 
 def parse_args(argv=None):
@@ -104,6 +105,8 @@ def evaluate(args) -> dict:
     quality = {"vae": {key: results["vae"][key] for key in QUALITY_KEYS},
                "tokenizer": {key: results["revq"][key] for key in QUALITY_KEYS},
                "demo_preset": {key: demo_results["revq"][key] for key in QUALITY_KEYS},
+               "rate": {name: {key: scores["revq"][key] for key in RATE_KEYS}
+                        for name, scores in (("tokenizer", results), ("demo_preset", demo_results))},
                "num_images": results["vae"]["num_images"],
                "images": f"the first {len(images)} of the 1024 128 x 128 test crops (seed 0) of data/photos/test",
                "config": {key: value for key, value in tokenizer_config(args).recipe_dict().items()

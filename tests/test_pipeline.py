@@ -1,6 +1,8 @@
 """The main job's glue: image folder -> cached latents, and tokenizer evaluation with clear notes."""
+import math
 import numpy as np
 import pytest
+
 import torch
 from helpers import tiny_autoencoder_dc
 from PIL import Image
@@ -82,6 +84,10 @@ def test_evaluation_reports_psnr_ssim_and_says_why_lpips_rfid_are_missing(tiny_v
         assert {"paper_psnr", "paper_ssim", "psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"} <= set(scores)
         assert "lpips" not in scores
         assert scores["num_images"] == 6
+    model = tiny_revq()
+    assert results["revq"]["bits_per_image"] == model.bits_per_image
+    assert 0 < results["revq"]["entropy_bits"] <= model.tokens_per_image * math.log2(6) + 1e-9  # 6 images
+    assert 0 < results["revq"]["usage"] <= 1
     assert len(notes) == 2 and notes[0].startswith("LPIPS skipped") and notes[1].startswith("rFID skipped")
     assert "alexnet-owt-7be5be79.pth" in notes[0] and "hub/checkpoints" in notes[0]
     table = format_scores(results, RESULT_COLUMNS, digits=3)  # as the training notebook prints them

@@ -51,6 +51,7 @@ from revq_core.evaluation.metrics import (ALEXNET_URL, ALEXNET_WEIGHTS, INCEPTIO
                                           find_weights, frechet_distance, import_backend, inception_network,
                                           inception_score, lpips_network, paper_psnr, paper_ssim, psnr_per_image,
                                           round_to_8_bits, ssim_per_image, to_uint8, to_unit_range)
+from revq_core.evaluation.rate import code_report
 from revq_core.utils import distributed
 from revq_core.utils.checks import check_num_workers, first_line
 
@@ -336,7 +337,8 @@ def evaluate_image_folder(data: str | os.PathLike, vae, model=None, include_vae:
     reduced, so every rank returns the same results as one process would. Files that cannot be decoded
     are skipped with a warning naming them and listed in ``skipped_files``.
 
-    Returns a dict: protocols (each with its description and ``metrics[source][metric]``), shared_metrics
+    Returns a dict: codes (the model's rate, ``rate.code_report``: bits_per_image, entropy_bits, usage; None
+    without a model), protocols (each with its description and ``metrics[source][metric]``), shared_metrics
     (a sentence), num_images, skipped_files ([{"path", "reason"}]), missing_metrics ({metric: why}),
     sources, image_size, limit, preprocessing, world_size.
     """
@@ -363,6 +365,7 @@ def evaluate_image_folder(data: str | os.PathLike, vae, model=None, include_vae:
     evaluator = Evaluator(sources, protocols, lpips=None if lpips_net is None else lpips_net.to(device).eval(),
                           inception=None if inception_net is None else inception_net.to(device).eval())
     skipped = [(str(path), reason) for path, reason in folder.skipped]
+    all_codes = []  # the model's codes of every image, for the rate report (rate.code_report)
     for images, failures in tqdm(loader, desc="evaluate", unit="batch",
                                  disable=not (progress and distributed.is_main_process())):
         for index, reason in failures:
@@ -378,7 +381,9 @@ def evaluate_image_folder(data: str | os.PathLike, vae, model=None, include_vae:
             if "vae" in sources:
                 reconstructions["vae"] = to_unit_range(vae.decode(latents, clamp=False))
             if "revq" in sources:
-                revq_latents = model.reconstruct_latent(latents.to(model.normalizer.mean))
+                codes = model.tokenize(latents.to(model.normalizer.mean))  # (B, T)
+                all_codes.append(codes.cpu().to(torch.int32))  # ids stay below 2 ** 31 (MAX_VOCABULARY)
+                revq_latents = model.detokenize(codes)
                 reconstructions["revq"] = to_unit_range(vae.decode(revq_latents, clamp=False))
             evaluator.update(originals, reconstructions)
     evaluator.reduce()
@@ -387,7 +392,12 @@ def evaluate_image_folder(data: str | os.PathLike, vae, model=None, include_vae:
         raise ValueError(f"none of the {total} image(s) of {data} could be decoded: see the warnings for each file.")
     computed = evaluator.compute()
     missing.update(computed["missing_metrics"])
+    codes = None
+    if model is not None:
+        gathered = [part for per_rank in distributed.gather_objects(all_codes) for part in per_rank]
+        codes = code_report(model, torch.cat(gathered)) if gathered else None
     return {
+        "codes": codes,
         "protocols": {protocol: {"description": PROTOCOL_DESCRIPTIONS[protocol],
                                  "metrics": computed["protocols"][protocol]} for protocol in evaluator.protocols},
         "shared_metrics": SHARED_DESCRIPTION,

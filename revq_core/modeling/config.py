@@ -24,6 +24,8 @@ class ModelConfig:
     codes_per_group: int = 16384  # K, codes per codebook (codebook quantizers)
     num_groups: int | None = None  # G codebooks, token t uses t % G; None: T (or 1 for split="single")
     split: str = "channel"  # how tokens are cut: "channel" (paper), "spatial", "single" (one shared codebook)
+    levels_per_dim: int = 16  # L, levels per latent number of the scalar quantizers ("scalar", "fsq", "ifsq")
+    residual_depth: int = 2  # S, residual stages of "rvq" (K codes each)
     rectifier: str = "vit"  # an entry of modeling.rectifiers.RECTIFIERS: "vit" (paper), "cnn", "mlp", "identity"
     rectifier_width: int = 512
     rectifier_depth: int = 3

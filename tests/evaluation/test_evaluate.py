@@ -247,6 +247,10 @@ def test_streaming_equals_one_shot_and_skips_the_corrupt_file(folder, tiny_vae):
     reference = _one_shot(folder, tiny_vae, model)
     assert results["num_images"] == reference["count"] == 7
     assert results["sources"] == ["vae", "revq"] and results["image_size"] == 16
+    rate = results["codes"]  # the rate of the model's codes over the 7 decoded images (evaluation.rate)
+    assert rate["quantizer"] == "revq" and rate["num_images"] == 7
+    assert rate["bits_per_image"] == model.bits_per_image and 0 < rate["entropy_bits"] <= rate["entropy_cap_bits"]
+    assert 0 < rate["usage"] <= 1
     assert [Path(item["path"]).name for item in results["skipped_files"]] == ["2_broken.png", "notes.txt"]
     assert results["missing_metrics"] == {}
     for protocol in PROTOCOLS:
@@ -274,7 +278,7 @@ def test_limit_takes_the_first_images_and_the_vae_alone_needs_no_model(folder, t
         pred = ((tiny_vae.decode(tiny_vae.encode(originals * 2 - 1).latent).sample + 1) / 2).clamp(0, 1)
     vae_alone = evaluate_image_folder(folder, tiny_vae, None, image_size=16, limit=2, num_workers=0, lpips=False,
                                       inception=False, progress=False)
-    assert vae_alone["sources"] == ["vae"]
+    assert vae_alone["sources"] == ["vae"] and vae_alone["codes"] is None
     assert vae_alone["protocols"]["paper"]["metrics"]["vae"]["psnr"] == pytest.approx(
         float(paper_psnr(pred, originals).mean()), rel=1e-6)
 

@@ -41,6 +41,9 @@ import torch.nn as nn
 # The ``TrainConfig.init`` names: from training tokens ("samples", the paper), then Lloyd steps ("kmeans"), or
 # N(0, 1) codes with no data ("random"). A quantizer without a codebook to start ignores them.
 INIT_METHODS = ("samples", "kmeans", "random")
+# The largest per-position vocabulary a quantizer may have: a codes file stores ids as int32 (data/codes.py), so
+# every id must be below 2 ** 31; check_config raises when a configuration would go past it.
+MAX_VOCABULARY = 2 ** 31
 
 
 class QuantizerOutput(NamedTuple):
@@ -63,6 +66,9 @@ class LatentQuantizer(nn.Module):
 
     latent_shape: tuple[int, int, int]
     tokens_per_image: int
+    # encode(decode(codes)) == codes: true of every nearest-code or fixed-grid quantizer; a greedy residual
+    # quantizer (``rvq``) does not promise it (a later stage can move the sum into another first-stage cell).
+    reencodes_exactly: bool = True
 
     # ---- required --------------------------------------------------------------------------------
     def forward(self, latent: torch.Tensor) -> QuantizerOutput:
@@ -131,6 +137,29 @@ class LatentQuantizer(nn.Module):
         effect on its parameters)."""
         for parameter in self.parameters():
             parameter.grad = None
+
+
+def code_entropy(codes: torch.Tensor) -> float:
+    """Bits the codes actually use: the empirical entropy of each position's ids over the N items of ``codes``
+    (N, T), in bits, summed over the T positions. At most T * log2(N) (each position sees N ids), so it measures
+    a vocabulary larger than N only from below; compare it with ``bits_per_image`` knowing N."""
+    codes = codes.detach().long().cpu()
+    if codes.ndim != 2 or not codes.numel():
+        raise ValueError(f"codes must be a non-empty (N, T) tensor, got shape {tuple(codes.shape)}.")
+    positions = codes.shape[1]
+    keys = torch.arange(positions, dtype=torch.long) * MAX_VOCABULARY + codes  # (N, T) distinct per (t, id)
+    unique, counts = torch.unique(keys.reshape(-1), return_counts=True)
+    probabilities = counts.double() / codes.shape[0]
+    return float(-(probabilities * probabilities.log2()).sum())
+
+
+def code_usage(codes: torch.Tensor, vocabulary_sizes: torch.Tensor) -> float:
+    """Fraction of each position's vocabulary that ``codes`` (N, T) hit at least once, averaged over positions
+    (at most N / vocabulary size: a set of N items cannot use more)."""
+    codes = codes.detach().long().cpu()
+    keys = torch.arange(codes.shape[1], dtype=torch.long) * MAX_VOCABULARY + codes
+    distinct_per_position = torch.bincount(torch.unique(keys.reshape(-1)) // MAX_VOCABULARY, minlength=codes.shape[1])
+    return float((distinct_per_position.double() / vocabulary_sizes.double()).mean())
 
 
 def check_codes_in_vocabulary(codes: torch.Tensor, vocabulary_sizes: torch.Tensor, name: str = "codes") -> None:
