@@ -57,7 +57,9 @@ def main(argv=None) -> None:
     quantizers = {}
     for name, fields in SETTINGS.items():
         quantizer = build_quantizer(ModelConfig(quantizer=name, tokens_per_image=512, **fields)).to(device).train()
-        quantizer.init_from_samples(pool.to(device), generator=torch.Generator().manual_seed(0))
+        # N(0, 1) codes for the codebook quantizers (a pool of 256 latents would give K = 16384 codes ~64 exact
+        # duplicates each, and every token exact ties, the search kernel's slow re-ranking path); data bins for scalar.
+        quantizer.init_from_samples(pool.to(device), method="random", generator=torch.Generator().manual_seed(0))
         quantizer.prepare_training(device)
         step(quantizer, latent)  # warm-up
         quantizers[name] = quantizer
