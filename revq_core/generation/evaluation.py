@@ -124,3 +124,17 @@ def fidelity_metrics(samples: str | os.PathLike, reference: str | os.PathLike, c
                                                fid=True, isc=True, verbose=False)
     return {"gfid": metrics["frechet_inception_distance"], "is": metrics["inception_score_mean"],
             "is_std": metrics["inception_score_std"]}
+
+
+def codes_file_bits_per_token(prior, path: str | os.PathLike, batch_size: int = 64) -> float:
+    """Held-out bits per token of a codes file under ``prior``: checked first against the prior's tokenizer (T, K,
+    weights sha1: ``TokenPrior.check_codes_meta``), its labels used for a class-conditional prior."""
+    from revq_core.data.codes import load_codes, load_labels
+    from revq_core.generation.prior import PriorInputError
+
+    codes, _, meta = load_codes(path)
+    if len(codes) == 0:
+        raise PriorInputError(f"{path} holds no images (N = 0): there is nothing to score.")
+    prior.check_codes_meta(meta)
+    labels = load_labels(path) if prior.config.num_classes else None
+    return prior.bits_per_token(codes, labels, batch_size)
