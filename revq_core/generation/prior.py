@@ -55,6 +55,8 @@ class PriorConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads (width / heads per head)
     score_dim: int = 64  # E, the dimension in which outputs are scored against code vectors
+    score_hidden: int | None = None  # hidden width of phi (D -> hidden -> E), run on all G x K code vectors each
+    # training step (its cost grows with K, not with the batch); None: max(E, 64)
     class_dropout: float = 0.1  # training: fraction of labels replaced by the "no class" token (for CFG)
     order: str = "channel"  # "channel": the tokenizer's order; "position": all channels of a spatial chunk first
 
@@ -172,9 +174,9 @@ class Block(nn.Module):
         return hidden + self.ffn(self.ffn_norm(hidden))
 
 
-def _code_mlp(code_dim: int, out: int) -> nn.Sequential:
+def _code_mlp(code_dim: int, out: int, hidden: int | None = None) -> nn.Sequential:
     """The shared map of a code vector (..., D) -> (..., out): its parameters depend on D and out only."""
-    hidden = max(out, 64)
+    hidden = max(out, 64) if hidden is None else hidden
     return nn.Sequential(nn.Linear(code_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
 
 
@@ -202,7 +204,7 @@ class TokenPrior(nn.Module):
         self.blocks = nn.ModuleList(Block(config.width, config.heads) for _ in range(config.depth))
         self.norm = RMSNorm(config.width)
         self.to_query = nn.Linear(config.width, config.score_dim)
-        self.score_code = _code_mlp(config.code_dim, config.score_dim)
+        self.score_code = _code_mlp(config.code_dim, config.score_dim, config.score_hidden)
         nn.init.normal_(self.positions, std=0.02)
         nn.init.normal_(self.class_tokens, std=0.02)
 

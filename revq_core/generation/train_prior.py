@@ -37,7 +37,7 @@ from revq_core.utils.files import atomic_write_text
 from revq_core.utils.threads import cpu_threads
 
 # PriorConfig fields a preset may set; T, D, G and the class count come from the codes file.
-ARCHITECTURE_FIELDS = ("width", "depth", "heads", "score_dim", "class_dropout", "order")
+ARCHITECTURE_FIELDS = ("width", "depth", "heads", "score_dim", "score_hidden", "class_dropout", "order")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ class PriorTrainConfig:
 # imagenet_b (paper scale: ImageNet class-conditional, LlamaGen-B-like, ~100 M parameters with the 256-token
 # K = 262,144 tokenizer; its recipe is LlamaGen's: batch 256, lr 1e-4, wd 0.05, 300 epochs, class dropout 0.1).
 PRIOR_PRESETS: dict[str, PriorTrainConfig] = {
-    "tiny": PriorTrainConfig(architecture={"width": 64, "depth": 2, "heads": 2, "score_dim": 32}, epochs=2,
+    "tiny": PriorTrainConfig(architecture={"width": 64, "depth": 2, "heads": 2, "score_dim": 16, "score_hidden": 16},
+                             epochs=2,
                              batch_size=16, lr=2e-3, warmup_steps=10, eval_images=256),
     "embedded": PriorTrainConfig(architecture={"width": 96, "depth": 3, "heads": 4, "score_dim": 32}, epochs=4,
                                  batch_size=16, steps_per_epoch=55, lr=2e-3, warmup_steps=20, eval_images=128),
