@@ -113,3 +113,16 @@ def test_an_empty_set_is_refused_and_nothing_is_written(tmp_path, model_and_late
         with pytest.raises(CodesFileError, match="empty data set"):
             pretokenize_latents(torch.empty(0, 32, 8, 8), out, model, progress=False)
         assert not out.exists()
+
+
+def test_the_command_line_tokenizes_a_latent_cache_with_the_shipped_tokenizer(tmp_path, capsys):
+    from revq_core.data.latents import save_latents
+    from revq_core.modeling.loading import load_tokenizer
+    from revq_core.pretokenize import main
+
+    latents = torch.randn(5, 32, 8, 8)
+    save_latents(tmp_path / "latents.safetensors", latents)
+    main(["--latents", str(tmp_path / "latents.safetensors"), "--out", str(tmp_path / "ids"), "--no-progress"])
+    assert "5 images x 512 tokens (K = 2048, no classes); model embedded" in capsys.readouterr().out
+    codes, _, meta = load_codes(tmp_path / "ids")
+    assert torch.equal(codes, load_tokenizer()[0].tokenize(latents)) and meta["model"] == "embedded"
