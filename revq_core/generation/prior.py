@@ -174,10 +174,10 @@ class Block(nn.Module):
         return hidden + self.ffn(self.ffn_norm(hidden))
 
 
-def _code_mlp(code_dim: int, out: int, hidden: int | None = None) -> nn.Sequential:
+def _code_mlp(code_dim: int, out: int, hidden: int | None = None, last_bias: bool = True) -> nn.Sequential:
     """The shared map of a code vector (..., D) -> (..., out): its parameters depend on D and out only."""
     hidden = max(out, 64) if hidden is None else hidden
-    return nn.Sequential(nn.Linear(code_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
+    return nn.Sequential(nn.Linear(code_dim, hidden), nn.SiLU(), nn.Linear(hidden, out, bias=last_bias))
 
 
 class TokenPrior(nn.Module):
@@ -204,7 +204,9 @@ class TokenPrior(nn.Module):
         self.blocks = nn.ModuleList(Block(config.width, config.heads) for _ in range(config.depth))
         self.norm = RMSNorm(config.width)
         self.to_query = nn.Linear(config.width, config.score_dim)
-        self.score_code = _code_mlp(config.code_dim, config.score_dim, config.score_hidden)
+        # phi's output has no bias: it would add query . bias to all K logits of a step alike, which the softmax
+        # ignores, so its gradient is 0 up to rounding and Adam would turn that rounding into updates.
+        self.score_code = _code_mlp(config.code_dim, config.score_dim, config.score_hidden, last_bias=False)
         nn.init.normal_(self.positions, std=0.02)
         nn.init.normal_(self.class_tokens, std=0.02)
 
@@ -254,6 +256,7 @@ class TokenPrior(nn.Module):
         codebooks = state["codebooks"].float()
         prior = cls(config, codebooks, tuple(tokenizer.get("latent_shape", (32, 8, 8))), tokenizer)
         state["codebooks"] = codebooks
+        state.pop("score_code.2.bias", None)  # written by priors made before phi lost its (softmax-invisible) bias
         prior.load_state_dict(state)
         return prior.to(device).eval()
 

@@ -291,7 +291,8 @@ def _train_epoch(prior, step_model, optimizer, scheduler, config, codes, labels,
         batch_labels = None
         if num_classes:
             batch_labels = _label_rows(labels, batch_ids)
-            dropped = torch.rand(config.batch_size, generator=generator)[:len(batch_ids)] < prior.config.class_dropout
+            draws = torch.rand(config.batch_size, generator=generator)  # the global batch's, then this rank's share
+            dropped = distributed.shard_of_batch(draws, config.batch_size) < prior.config.class_dropout
             batch_labels = torch.where(dropped, torch.full_like(batch_labels, -1), batch_labels).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = step_model(batch, batch_labels)
