@@ -120,3 +120,36 @@ def test_the_command_line_trains_from_a_codes_file(tmp_path, data, capsys):
     assert "bits per token (unigram baseline" in capsys.readouterr().out
     assert TokenPrior.from_pretrained(tmp_path / "run" / "model").config.width == 32
     assert np.load(tmp_path / "ids.npz")["codes"].dtype == np.uint16
+
+
+@pytest.mark.parametrize("case", ["empty", "no codebooks", "other tokenizer held out"])
+def test_the_command_line_refuses_bad_codes_in_one_line_and_writes_nothing(tmp_path, data, capsys, case):
+    from safetensors.torch import save_file
+
+    from revq_core.train_prior import main
+    from revq_core.utils.checks import run_cli
+
+    codes, codebooks = data
+
+    def write(name, ids, sha1="a" * 40, with_codebooks=True):
+        save_codes(tmp_path / name, ids, [str(index) for index in range(len(ids))], model="test", model_sha1=sha1,
+                   tokens_per_image=TOKENS, codes_per_group=CODES, latent_shape=(32, 8, 8), image_size=128,
+                   vae="none")
+        if with_codebooks:
+            save_file({"codebooks": codebooks}, str(tmp_path / name.replace(".npz", ".codebooks.safetensors")))
+        return str(tmp_path / name)
+
+    arguments = ["--out", str(tmp_path / "run"), "--preset", "tiny", "--no-progress"]
+    if case == "empty":
+        arguments += ["--codes", write("empty.npz", codes[:0])]
+        message = "holds no images"
+    elif case == "no codebooks":
+        arguments += ["--codes", write("bare.npz", codes, with_codebooks=False)]
+        message = "no codebooks"
+    else:
+        arguments += ["--codes", write("ids.npz", codes), "--held-out", write("other.npz", codes, sha1="b" * 40)]
+        message = "another tokenizer"
+    assert run_cli(main, arguments) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
