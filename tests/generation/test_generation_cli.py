@@ -124,3 +124,28 @@ def test_gfid_without_torch_fidelity_or_its_weights_names_what_to_install(tmp_pa
     with pytest.raises(FidelityUnavailable, match="torch-fidelity|Inception weights") as error:
         fidelity_metrics(tmp_path, tmp_path)
     assert str(tmp_path / "torch_home") in str(error.value)
+
+
+def test_the_shipped_prior_generates_offline_with_the_shipped_tokenizer_and_beats_its_unigram(tmp_path):
+    import json
+
+    from revq_core.generate import main
+    from revq_core.generation.prior import EMBEDDED_PRIOR_DIR
+
+    prior = TokenPrior.from_pretrained()
+    quality = json.loads((EMBEDDED_PRIOR_DIR / "quality.json").read_text())
+    assert quality["held_out_bits_per_token"] < quality["unigram_bits_per_token"] - 0.3
+    assert prior.config.order == quality["order"] == "position" and prior.tokenizer["model"] == "embedded"
+    main(["--out", str(tmp_path / "samples"), "--num-images", "2", "--seed", "0"])
+    codes, _, _ = load_codes(tmp_path / "samples" / "codes.npz")
+    assert torch.equal(codes, prior.sample(2, seed=0))  # the CLI's defaults: temperature 1, no top-k / top-p
+
+
+def test_paper_scale_samples_go_to_adms_npz_with_classes_cycled(tmp_path, tokenizer):
+    from revq_core.generation.evaluation import sample_to_adm_npz
+
+    prior = TokenPrior.from_pretrained(_prior(tokenizer, tmp_path / "prior", num_classes=2))
+    path = sample_to_adm_npz(prior, tokenizer, tmp_path / "samples.npz", num_images=3, batch_size=2, progress=False,
+                             top_k=10)
+    with np.load(path) as file:
+        assert file["arr_0"].shape == (3, 128, 128, 3) and file["arr_0"].dtype == np.uint8
