@@ -33,7 +33,8 @@ holding them in RAM (``open_codes`` gives a read-only memory map):
 - ``codebooks.safetensors``: the tokenizer's codebook vectors (``codebooks``: (G, K, D) float32, its
   ``quantizer.codebook``), so a generator embeds and scores ids through their vectors without tokenizer code;
 - ``progress-<rank>of<world>.json`` while being written: the next row of that rank's contiguous share
-  (an interrupted run resumes from it), deleted at the end;
+  (an interrupted run resumes from it), and ``meta.partial.json`` (the meta it was started with: a resume with
+  another tokenizer or data set is refused), both deleted at the end;
 - ``meta.json``: the meta fields above plus ``num_images`` and ``class_names``, written **last**: a directory
   without it is incomplete (``load_codes`` refuses it and says how to resume).
 
@@ -125,6 +126,7 @@ def load_codes(path: str | os.PathLike) -> tuple[torch.Tensor, list[str], dict]:
 
 META_JSON, CODES_NPY, LABELS_NPY, NAMES_NPY, CODEBOOKS_FILE = ("meta.json", "codes.npy", "labels.npy", "names.npy",
                                                            "codebooks.safetensors")
+PARTIAL_META_JSON = "meta.partial.json"  # the meta of a pretokenization in progress (checked when it resumes)
 
 
 def codes_meta(*, model: str, model_sha1: str, tokens_per_image: int, codes_per_group: int,
@@ -166,9 +168,22 @@ class CodesWriter:
         self.codes = self.labels = None
 
     def create(self) -> None:
-        """Make the arrays (once, on rank 0); an existing ``codes.npy`` of another shape is an error."""
+        """Make the arrays (once, on rank 0) and record the meta they are written with (``meta.partial.json``);
+        resuming with another tokenizer or data set is an error."""
         self.directory.mkdir(parents=True, exist_ok=True)
         codes_path = self.directory / CODES_NPY
+        partial = self.directory / PARTIAL_META_JSON
+        if partial.is_file():
+            started = json.loads(partial.read_text())
+            keys = ("model_sha1", "tokens_per_image", "codes_per_group", "num_images")
+            now = {**self.meta, "num_images": self.num_images}
+            differ = [key for key in keys if started.get(key) != now.get(key)]
+            if differ:
+                raise CodesFileError(f"{self.directory} holds an interrupted pretokenization of other data or another "
+                                     f"tokenizer ({', '.join(f'{key}: {started.get(key)} vs {now.get(key)}' for key in differ)}); "
+                                     "delete it or choose another --out.")
+        else:
+            atomic_write_text_json(partial, {**self.meta, "num_images": self.num_images})
         if not codes_path.is_file():
             shape = (self.num_images, self.meta["tokens_per_image"])
             np.lib.format.open_memmap(codes_path, "w+", codes_dtype(self.meta["codes_per_group"]), shape).flush()
@@ -213,6 +228,7 @@ class CodesWriter:
                          lambda file: np.save(file, np.array(list(names), dtype=str), allow_pickle=False))
         meta = {**self.meta, "num_images": self.num_images}
         atomic_write_text_json(self.directory / META_JSON, meta)
+        (self.directory / PARTIAL_META_JSON).unlink(missing_ok=True)
         for rank in range(self.world):
             _progress_file(self.directory, rank, self.world).unlink(missing_ok=True)
         return meta

@@ -61,9 +61,11 @@ def test_an_interrupted_pretokenization_resumes_to_the_same_file(tmp_path, model
     assert json.loads((tmp_path / "resumed" / "progress-0of1.json").read_text())["next_row"] == 16
     monkeypatch.setattr(model, "tokenize", tokenize)
     calls["count"] = 0
+    with pytest.raises(CodesFileError, match="interrupted pretokenization of other data"):
+        pretokenize_latents(latents[:30], tmp_path / "resumed", model, batch_size=4, progress=False)
     pretokenize_latents(latents, tmp_path / "resumed", model, batch_size=4, progress=False)
     assert torch.equal(load_codes(tmp_path / "resumed")[0], load_codes(tmp_path / "whole")[0])
-    assert not list((tmp_path / "resumed").glob("progress-*"))
+    assert not list((tmp_path / "resumed").glob("progress-*")) and not (tmp_path / "resumed" / "meta.partial.json").exists()
     with pytest.raises(FileExistsError, match="already holds finished codes"):
         pretokenize_latents(latents, tmp_path / "resumed", model, progress=False)
 
