@@ -23,14 +23,26 @@ Shapes: codes (B, T) int64 in tokenizer order; logits (B, T, K); hidden (B, S, w
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from revq_core.generation.sampling import filtered_logits
+from revq_core.utils.files import REPO_ROOT, atomic_write, atomic_write_text
+
+# The prior shipped with the repository (trained on the embedded photo crops' tokens of data/embedded_tokenizer).
+EMBEDDED_PRIOR_DIR = REPO_ROOT / "data" / "embedded_prior"
+
+
+class PriorInputError(ValueError):
+    """Codes, labels or a prior directory that the prior cannot use (another tokenizer, missing labels, ...)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +55,12 @@ class PriorConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads (width / heads per head)
     score_dim: int = 64  # E, the dimension in which outputs are scored against code vectors
+    score_hidden: int | None = None  # hidden width of phi (D -> hidden -> E), run on all G x K code vectors each
+    # training step (its cost grows with K, not with the batch); None: max(E, 64)
     class_dropout: float = 0.1  # training: fraction of labels replaced by the "no class" token (for CFG)
-    order: str = "channel"  # "channel": the tokenizer's order; "position": all channels of a spatial chunk first
+    # "position": all channels of a spatial chunk first (the default: 0.06 fewer held-out bits per token than
+    # "channel", the tokenizer's own order, on the embedded crops with the same budget, docs/generation.md)
+    order: str = "position"
 
     def __post_init__(self):
         for name in ("tokens_per_image", "code_dim", "width", "depth", "heads", "score_dim"):
@@ -160,10 +176,10 @@ class Block(nn.Module):
         return hidden + self.ffn(self.ffn_norm(hidden))
 
 
-def _code_mlp(code_dim: int, out: int) -> nn.Sequential:
+def _code_mlp(code_dim: int, out: int, hidden: int | None = None, last_bias: bool = True) -> nn.Sequential:
     """The shared map of a code vector (..., D) -> (..., out): its parameters depend on D and out only."""
-    hidden = max(out, 64)
-    return nn.Sequential(nn.Linear(code_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
+    hidden = max(out, 64) if hidden is None else hidden
+    return nn.Sequential(nn.Linear(code_dim, hidden), nn.SiLU(), nn.Linear(hidden, out, bias=last_bias))
 
 
 class TokenPrior(nn.Module):
@@ -172,8 +188,11 @@ class TokenPrior(nn.Module):
     ``codebooks`` (G, K, D): the tokenizer's codebooks, a frozen buffer (saved with the prior)."""
 
     def __init__(self, config: PriorConfig, codebooks: torch.Tensor,
-                 latent_shape: tuple[int, int, int] = (32, 8, 8)):
+                 latent_shape: tuple[int, int, int] = (32, 8, 8), tokenizer: dict | None = None):
         super().__init__()
+        # What the prior knows of its tokenizer (the codes file's meta: model, model_sha1, vae, latent_shape,
+        # class_names, ...): saved with it, checked against the codes it is given (``check_codes_meta``).
+        self.tokenizer = {**(tokenizer or {}), "latent_shape": [int(side) for side in latent_shape]}
         if codebooks.ndim != 3 or codebooks.shape[0] != config.groups or codebooks.shape[2] != config.code_dim:
             raise ValueError(f"codebooks must have shape (G, K, D) = ({config.groups}, K, {config.code_dim}), "
                              f"got {tuple(codebooks.shape)}.")
@@ -187,7 +206,9 @@ class TokenPrior(nn.Module):
         self.blocks = nn.ModuleList(Block(config.width, config.heads) for _ in range(config.depth))
         self.norm = RMSNorm(config.width)
         self.to_query = nn.Linear(config.width, config.score_dim)
-        self.score_code = _code_mlp(config.code_dim, config.score_dim)
+        # phi's output has no bias: it would add query . bias to all K logits of a step alike, which the softmax
+        # ignores, so its gradient is 0 up to rounding and Adam would turn that rounding into updates.
+        self.score_code = _code_mlp(config.code_dim, config.score_dim, config.score_hidden, last_bias=False)
         nn.init.normal_(self.positions, std=0.02)
         nn.init.normal_(self.class_tokens, std=0.02)
 
@@ -199,6 +220,64 @@ class TokenPrior(nn.Module):
         config = PriorConfig(tokens_per_image=fields.pop("tokens_per_image", groups), code_dim=code_dim,
                              num_groups=groups, num_classes=num_classes, **fields)
         return cls(config, codebooks, latent_shape)
+
+    # ---- saving and loading -------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` (the PriorConfig fields and ``tokenizer``) and ``model.safetensors`` (weights and
+        the ``codebooks`` buffer, stored as float16 when that is exact), each atomically."""
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        state = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
+        if torch.equal(state["codebooks"].half().float(), state["codebooks"].float()):
+            state["codebooks"] = state["codebooks"].half()  # half the file; every value kept
+        data = save(state)
+        atomic_write(directory / "model.safetensors", lambda file: file.write(data))
+        atomic_write_text(directory / "config.json", json.dumps(
+            {**dataclasses.asdict(self.config), "tokenizer": self.tokenizer}, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+                        ) -> "TokenPrior":
+        """A prior written by ``save_pretrained`` (default: the shipped one, ``data/embedded_prior``), in eval mode."""
+        from safetensors.torch import load_file
+
+        directory = Path(EMBEDDED_PRIOR_DIR if directory is None else directory).expanduser()
+        if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
+            hint = ("restore it with `git checkout -- data/embedded_prior`" if directory == EMBEDDED_PRIOR_DIR
+                    else "train one with `python -m revq_core.train_prior --codes IDS --out DIR` (DIR/model)")
+            raise FileNotFoundError(f"no token prior in {directory} (config.json + model.safetensors); {hint}.")
+        try:
+            fields = json.loads((directory / "config.json").read_text())
+            tokenizer = fields.pop("tokenizer", {})
+            config = PriorConfig(**fields)
+            state = load_file(str(directory / "model.safetensors"))
+        except (TypeError, ValueError, OSError) as error:
+            raise PriorInputError(f"{directory} is not a token prior written by save_pretrained ({error}).") from None
+        codebooks = state["codebooks"].float()
+        prior = cls(config, codebooks, tuple(tokenizer.get("latent_shape", (32, 8, 8))), tokenizer)
+        state["codebooks"] = codebooks
+        state.pop("score_code.2.bias", None)  # written by priors made before phi lost its (softmax-invisible) bias
+        prior.load_state_dict(state)
+        return prior.to(device).eval()
+
+    def check_codes_meta(self, meta: dict) -> None:
+        """Raise PriorInputError if codes with this codes-file ``meta`` were made by another tokenizer than the
+        prior's (another T, K, or weights: the tokenizer sha1 the prior recorded)."""
+        for key, value in (("tokens_per_image", self.config.tokens_per_image), ("codes_per_group", self.codes_per_group)):
+            if meta.get(key) is not None and meta.get(key) != value:
+                raise PriorInputError(f"these codes have {key} = {meta.get(key)}, but the prior models {key} = {value}: "
+                                      "they come from another tokenizer.")
+        mine, theirs = self.tokenizer.get("model_sha1"), meta.get("model_sha1")
+        if mine and theirs and mine != theirs:
+            raise PriorInputError(f"these codes were made by tokenizer {meta.get('model', '?')} (weights sha1 "
+                                  f"{theirs[:12]}), but the prior was trained on the codes of tokenizer "
+                                  f"{self.tokenizer.get('model', '?')} (sha1 {mine[:12]}): its ids mean other vectors.")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.tokenizer.get("class_names") or [])
 
     @property
     def codes_per_group(self) -> int:
@@ -213,7 +292,12 @@ class TokenPrior(nn.Module):
         no_class = self.config.num_classes
         if labels is None:
             return torch.full((batch,), no_class, dtype=torch.long, device=self.positions.device)
-        labels = labels.to(self.positions.device).long()
+        labels = torch.as_tensor(labels).to(self.positions.device).long()
+        if labels.shape != (batch,):
+            raise PriorInputError(f"labels must have shape ({batch},), one per image, got {tuple(labels.shape)}.")
+        if labels.numel() and int(labels.max()) >= no_class:
+            raise PriorInputError(f"class index {int(labels.max())} is out of range: the prior knows "
+                                  f"{no_class} classes (0 .. {no_class - 1}; -1 for none).")
         return torch.where(labels < 0, torch.full_like(labels, no_class), labels)
 
     def _embed_steps(self, codes_in_order: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -239,6 +323,9 @@ class TokenPrior(nn.Module):
         """Codes (B, T) in tokenizer order (and labels (B,), -1 = none) -> logits (B, T, K) in step order:
         logits[:, s] score the token at position ``order[s]``."""
         self._check_codes(codes)
+        if self.config.num_classes and labels is None:
+            raise PriorInputError(f"this prior is class-conditional ({self.config.num_classes} classes): pass labels "
+                                  "(one class index per image, -1 for none).")
         hidden = self._inputs(codes, labels)
         for block in self.blocks:
             hidden = block(hidden)
@@ -252,6 +339,8 @@ class TokenPrior(nn.Module):
     @torch.no_grad()
     def bits_per_token(self, codes: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 64) -> float:
         """Held-out bits per token of codes (N, T): the mean cross-entropy in bits."""
+        if codes.shape[0] == 0:
+            raise PriorInputError("bits_per_token got no codes (N = 0): pass at least one image's ids.")
         was_training = self.training
         self.eval()
         total = 0.0
@@ -264,10 +353,10 @@ class TokenPrior(nn.Module):
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         if codes.is_floating_point() or codes.ndim != 2 or codes.shape[1] != self.config.tokens_per_image:
-            raise ValueError(f"codes must be integer ids of shape (B, {self.config.tokens_per_image}), got "
+            raise PriorInputError(f"codes must be integer ids of shape (B, {self.config.tokens_per_image}), got "
                              f"{codes.dtype} {tuple(codes.shape)}.")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codes_per_group):
-            raise ValueError(f"codes hold ids outside [0, {self.codes_per_group}): min {int(codes.min())}, max "
+            raise PriorInputError(f"codes hold ids outside [0, {self.codes_per_group}): min {int(codes.min())}, max "
                              f"{int(codes.max())}; were they made by another tokenizer?")
 
     # ---- sampling ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 PY_FILES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 IPYNB_FILES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_flops", "02_noise_tolerance", "03_toy_2d", "04_split_axis", "05_train", "06_tables",
-            "07_codebook_scaling", "08_baselines"]
+            "07_codebook_scaling", "08_baselines", "09_generation"]
 
 
 def _cells(notebook) -> list[tuple[str, str]]:
