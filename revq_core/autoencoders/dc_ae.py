@@ -17,7 +17,9 @@ class DCAutoencoder(LatentAutoencoder):
     family = "dc-ae"
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images).latent
+        if images.device.type == "cpu":  # speed only: oneDNN's convolutions run ~10 % faster on channels-last
+            images = images.contiguous(memory_format=torch.channels_last)  # input (the weights stay as they are)
+        return self.model.encode(images).latent.contiguous()
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.model.decode(latents).sample

@@ -297,10 +297,7 @@ def paper_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the paper's SSIM uses only 'valid' positions of its {SSIM_WINDOW} x {SSIM_WINDOW} window, "
                          f"so images need at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(pred.shape[-2:])}.")
     luma_pred, luma_target = yiq_luma_levels(pred), yiq_luma_levels(target)  # (B, 1, H, W) float64 each
-    window = paper_ssim_window(pred.device)
-
-    def local_mean(values: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1, H - 10, W - 10)
-        return F.conv2d(values, window)
+    local_mean = ValidWindowFilter(paper_ssim_window(pred.device))  # (B, 1, H, W) -> (B, 1, H - 10, W - 10)
 
     mu_pred, mu_target = local_mean(luma_pred), local_mean(luma_target)
     var_pred = local_mean(luma_pred * luma_pred) - mu_pred ** 2
@@ -310,6 +307,34 @@ def paper_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     contrast_structure = F.relu((2 * covariance + c2) / (var_pred + var_target + c2))
     luminance = (2 * mu_pred * mu_target + c1) / (mu_pred ** 2 + mu_target ** 2 + c1)
     return (luminance * contrast_structure).mean(dim=(1, 2, 3))
+
+
+class ValidWindowFilter:
+    """``F.conv2d(values, window)`` ('valid' positions) for float64 images (B, 1, H, W), ~5x faster on a CPU.
+
+    Speed only, the same numbers: float64 ``conv2d`` has no fast CPU path (im2col of 121 values per pixel). The
+    window (float32 values of a Gaussian, so separable only up to their rounding) is split into its best
+    rank-1 part ``outer(column, row)``, filtered in two 1-D float64 passes (22 multiply-adds per pixel instead
+    of 121), plus the residual (below 1e-9 per weight), filtered by a float32 ``conv2d`` (oneDNN): the values
+    filtered here are whole 8-bit levels, their squares and products (below 2^24: exact in float32), so the
+    residual's float32 rounding is ~1e-16 of the result. Measured against ``F.conv2d`` in float64: relative
+    differences below 1e-14 (float64 summation order), tested in tests/evaluation/test_paper_metrics.py.
+    """
+
+    def __init__(self, window: torch.Tensor):
+        kernel = window[0, 0]  # (k, k) float64
+        left, singular, right = torch.linalg.svd(kernel)
+        scale = singular[0].sqrt()
+        sign = 1.0 if float(left[:, 0].sum()) >= 0 else -1.0
+        self.column, self.row = sign * scale * left[:, 0], sign * scale * right[0]  # (k,) each
+        self.residual = (kernel - torch.outer(self.column, self.row)).float().view_as(window)  # (1, 1, k, k)
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        size = len(self.row)
+        height, width = values.shape[-2] - size + 1, values.shape[-1] - size + 1
+        rows = sum(self.row[offset] * values[..., :, offset:offset + width] for offset in range(size))
+        separable = sum(self.column[offset] * rows[..., offset:offset + height, :] for offset in range(size))
+        return separable + F.conv2d(values.float(), self.residual).double()
 
 
 # ---------------------------------------------------------------------------------------------------

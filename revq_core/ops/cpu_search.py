@@ -23,8 +23,9 @@ How it is fast (benchmarks/README.md has the measurements):
   prefetched into L2 while one is scanned;
 - threads claim runs of groups as they go, so one slowed by other work does not hold up the rest.
 
-The kernel is C++ (``cpu_search.cpp`` beside this file) built once with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler
-and ninja; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default ~/.cache/torch_extensions).
+The kernel is C++ (``cpu_search.cpp`` beside this file, registered as torch operators) built once with
+``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler and ninja; the build is cached under
+``TORCH_EXTENSIONS_DIR``, by default ~/.cache/torch_extensions).
 Where it cannot be built, ``best_two_codes`` returns None and the search uses the matmul form.
 Set ``REVQ_CPU_KERNEL=0`` to turn the kernel off.
 """
@@ -55,16 +56,10 @@ def _load():
     with _lock:
         if _module is None and not _failed:
             try:
-                from torch.utils.cpp_extension import load_inline
-
                 # $REVQ_CPU_KERNEL_ARCH (default native) builds for another -march, e.g. x86-64-v3: the AVX2
                 # path on an AVX-512 machine, as the notebooks' cross-machine checks run it (notebooks/README.md)
                 arch = os.environ.get("REVQ_CPU_KERNEL_ARCH", "native")
-                source = SOURCE_PATH.read_text()
-                cflags = ["-O3", f"-march={arch}", "-fopenmp"]
-                _module = load_inline(name=build_name(source, cflags), cpp_sources=[source],
-                                      functions=["best_two", "exact_nearest"], extra_cflags=cflags,
-                                      extra_ldflags=["-fopenmp"], verbose=False)
+                _module = build_kernel(SOURCE_PATH.read_text(), ["-O3", f"-march={arch}", "-fopenmp"])
             except Exception as error:  # no compiler, no ninja, read-only cache...: fall back, say why once
                 _failed = True
                 warnings.warn(f"revq: the fused CPU search kernel could not be built ({type(error).__name__}: "
@@ -72,6 +67,19 @@ def _load():
                               "search. Install a C++ compiler and ninja, or set REVQ_CPU_KERNEL=0 to silence this.",
                               RuntimeWarning, stacklevel=3)
     return _module
+
+
+def build_kernel(source: str, cflags: list[str]):
+    """Build (or load from the cache) one version of the kernel's C++ and return its operators, an object with
+    ``best_two`` and ``exact_nearest``. The source registers them with ``TORCH_LIBRARY`` under the namespace
+    ``REVQ_OPS_NAMESPACE``, defined here as the build's name; no pybind11 module and no implicit
+    ``<torch/extension.h>``, whose parsing was most of a first build (19 s -> 6 s on a Zen 5 core)."""
+    from torch.utils.cpp_extension import load_inline
+
+    name = build_name(source, cflags)
+    load_inline(name=name, cpp_sources=[source], extra_cflags=[*cflags, f"-DREVQ_OPS_NAMESPACE={name}"],
+                extra_ldflags=["-fopenmp"], is_python_module=False, no_implicit_headers=True, verbose=False)
+    return getattr(torch.ops, name)
 
 
 def build_name(source: str, cflags: list[str]) -> str:

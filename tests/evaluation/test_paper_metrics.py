@@ -187,3 +187,16 @@ def test_bad_inputs_raise_one_line_errors():
         paper_ssim(images, images[:1])
     with pytest.raises(ValueError, match="permute"):
         paper_psnr(images.permute(0, 2, 3, 1), images.permute(0, 2, 3, 1))
+
+
+def test_the_fast_window_filter_equals_float64_conv2d():
+    # paper_ssim filters with a rank-1 split of the window plus a float32 residual (speed only): on 8-bit levels,
+    # their squares and their products it must give float64 conv2d's numbers up to summation order.
+    from revq_core.evaluation.metrics import ValidWindowFilter
+
+    window = paper_ssim_window()
+    generator = torch.Generator().manual_seed(4)
+    levels = torch.randint(0, 256, (2, 2, 1, 40, 37), generator=generator).double()
+    for values in (levels[0], levels[0] ** 2, levels[0] * levels[1]):
+        expected = torch.nn.functional.conv2d(values, window)
+        assert torch.allclose(ValidWindowFilter(window)(values), expected, rtol=1e-13, atol=0)
