@@ -48,12 +48,12 @@ RATE_KEYS = ("bits_per_image", "entropy_bits", "usage")  # the codes' rate over 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--codes-per-group", type=int, default=1024, help="K (the codebook is 512 x K x 4 floats)")
+    parser.add_argument("--codes-per-group", type=int, default=2048, help="K (the codebook is 512 x K x 4 floats)")
     parser.add_argument("--rectifier-width", type=int, default=128)
     parser.add_argument("--rectifier-depth", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--train-crops", type=int, default=8192)
+    parser.add_argument("--train-crops", type=int, default=16384)
     parser.add_argument("--test-images", type=int, default=256, help="held-out test crops the quality is measured on")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
@@ -109,9 +109,11 @@ def evaluate(args) -> dict:
                         for name, scores in (("tokenizer", results), ("demo_preset", demo_results))},
                "num_images": results["vae"]["num_images"],
                "images": f"the first {len(images)} of the 1024 128 x 128 test crops (seed 0) of data/photos/test",
-               "config": {key: value for key, value in tokenizer_config(args).recipe_dict().items()
-                          if key in ("tokens_per_image", "codes_per_group", "rectifier", "rectifier_width",
-                                     "rectifier_depth", "rectifier_residual", "epochs", "batch_size")},
+               # the model's fields as saved (not the arguments: they may differ), the recipe's from the arguments
+               "config": {**{key: value for key, value in tokenizer.config.to_dict().items()
+                             if key in ("tokens_per_image", "codes_per_group", "rectifier", "rectifier_width",
+                                        "rectifier_depth", "rectifier_residual")},
+                          "epochs": args.epochs, "batch_size": args.batch_size, "train_crops": args.train_crops},
                "command": "python scripts/train_embedded_tokenizer.py --evaluate",
                "weights_sha1": weights_sha1(args.out), "notes": notes}
     first, _ = evaluate_tokenizer(tokenizer, vae, images[:64])  # what tests/test_embedded_tokenizer.py re-measures
