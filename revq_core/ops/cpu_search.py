@@ -73,7 +73,7 @@ def build_kernel(source: str, cflags: list[str]):
     """Build (or load from the cache) one version of the kernel's C++ and return its operators, an object with
     ``best_two`` and ``exact_nearest``. The source registers them with ``TORCH_LIBRARY`` under the namespace
     ``REVQ_OPS_NAMESPACE``, defined here as the build's name; no pybind11 module and no implicit
-    ``<torch/extension.h>``, whose parsing was most of a first build (19 s -> 6 s on a Zen 5 core)."""
+    ``<torch/extension.h>``, whose parsing was most of a first build (19 s -> 5-7 s on 2 Zen 5 cores)."""
     from torch.utils.cpp_extension import load_inline
 
     name = build_name(source, cflags)
