@@ -45,8 +45,8 @@ def build(path: str, arch: str = "native"):
     if "REVQ_OPS_NAMESPACE" in source:  # registered as torch operators (today's layout): built as the library builds it
         return build_kernel(source, cflags)
     name = "revq_kernel_ab_" + hashlib.sha1((source + arch).encode()).hexdigest()[:12]
-    return load_inline(name=name, cpp_sources=[source], functions=["best_two"],
-                       extra_cflags=["-O3", f"-march={arch}", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    return load_inline(name=name, cpp_sources=[source], functions=["best_two"], extra_cflags=cflags,
+                       extra_ldflags=["-fopenmp"])
 
 
 def search(module, tokens: torch.Tensor, codes: torch.Tensor):

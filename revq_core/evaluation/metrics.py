@@ -324,9 +324,8 @@ class ValidWindowFilter:
     def __init__(self, window: torch.Tensor):
         kernel = window[0, 0]  # (k, k) float64
         left, singular, right = torch.linalg.svd(kernel)
-        scale = singular[0].sqrt()
-        sign = 1.0 if float(left[:, 0].sum()) >= 0 else -1.0
-        self.column, self.row = sign * scale * left[:, 0], sign * scale * right[0]  # (k,) each
+        scale = singular[0].sqrt()  # (the singular vectors' common sign cancels in their outer product)
+        self.column, self.row = scale * left[:, 0], scale * right[0]  # (k,) each
         self.residual = (kernel - torch.outer(self.column, self.row)).float().view_as(window)  # (1, 1, k, k)
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
