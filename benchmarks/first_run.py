@@ -2,9 +2,14 @@
 
     .venv/bin/python benchmarks/first_run.py            # this CPU's own code paths
     .venv/bin/python benchmarks/first_run.py --avx2     # the AVX2 paths (as an AVX2-only CPU such as Zen 3 runs)
+    .venv/bin/python benchmarks/first_run.py --encode   # ignore the shipped latents: encode the 9216 crops
+    .venv/bin/python benchmarks/first_run.py --encode --return-freed-memory   # and glibc's default allocation
 
-A first run pays for what later runs find cached: the 128 x 128 photo crops, their latents (the frozen VAE's
-encoder over 8192 + 1024 crops) and the build of the C++ search kernel. So the notebook runs with an empty
+A first run pays for what later runs find cached: the 128 x 128 held-out photo crops and the build of the C++
+search kernel; the training and validation crops' latents ship with the repository (``data/embedded_latents``;
+``--encode`` ignores them, ``REVQ_SHIPPED_LATENTS=0``, and pays for the frozen VAE's encoder over 8192 + 1024
+crops as a first run did before they shipped). ``--return-freed-memory`` runs with ``REVQ_KEEP_FREED_MEMORY=0``
+(glibc's default: freed blocks go back to the kernel and fault in again; ``revq_core.utils.cpu_memory``). So the notebook runs with an empty
 latent cache, an empty torch-extensions folder, and its run directory and figures in a temporary folder (the
 repository's own are not touched). Prints the notebook's time, the slowest cells and the CPU.
 ``--avx2`` sets ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
@@ -56,6 +61,9 @@ def cell_times(notebook: Path, top: int) -> list[tuple[float, str]]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--avx2", action="store_true", help="run on the AVX2 code paths (see the module docstring)")
+    parser.add_argument("--encode", action="store_true", help="ignore the shipped latents (REVQ_SHIPPED_LATENTS=0)")
+    parser.add_argument("--return-freed-memory", action="store_true",
+                        help="glibc's default allocation (REVQ_KEEP_FREED_MEMORY=0)")
     parser.add_argument("--top", type=int, default=5, help="how many of the slowest cells to list")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="revq_first_run_") as scratch:
@@ -64,6 +72,10 @@ def main(argv=None) -> None:
                            REVQ_FIGURES_DIR=str(scratch / "figures"))
         if args.avx2:
             environment.update(AVX2_PATHS)
+        if args.encode:
+            environment["REVQ_SHIPPED_LATENTS"] = "0"
+        if args.return_freed_memory:
+            environment["REVQ_KEEP_FREED_MEMORY"] = "0"
         executed = scratch / "05_train.ipynb"
         command = [sys.executable, "-m", "papermill", "--cwd", str(REPO / "notebooks"), "--no-progress-bar",
                    str(REPO / "notebooks" / "05_train.ipynb"), str(executed), "-p", "output_dir", str(scratch / "run")]
@@ -72,7 +84,9 @@ def main(argv=None) -> None:
         seconds = time.perf_counter() - started
         if finished.returncode != 0:
             sys.exit(f"the notebook failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
-        print(f"{cpu_name()}, {'AVX2 code paths' if args.avx2 else 'native code paths'}, "
+        variant = "".join([", shipped latents ignored" if args.encode else "",
+                           ", glibc's default allocation" if args.return_freed_memory else ""])
+        print(f"{cpu_name()}, {'AVX2 code paths' if args.avx2 else 'native code paths'}{variant}, "
               f"{os.cpu_count()} CPUs: first run of notebooks/05_train.ipynb {seconds:.0f} s "
               f"({int(seconds // 60)}:{int(seconds % 60):02d}), papermill's start included")
         for duration, line in cell_times(executed, args.top):

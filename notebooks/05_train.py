@@ -79,8 +79,11 @@ print(f"preset {preset}: T = {config.model.tokens_per_image} tokens, K = {config
 
 # %% [markdown]
 # ## 1. Latents: encode once with the frozen VAE, cache
-# Training never touches pixels: every image is encoded once and the latents are cached (the embedded
-# ones under `.cache/`). Normalization statistics (a mean and variance for each of the 2048 latent
+# Training never touches pixels: every image is encoded once and the latents are cached. The embedded
+# crops' latents ship with the repository (`data/embedded_latents/`: the VAE v2's float32 output rounded to
+# float16, used only while they record this VAE's weights and these crops; a test re-encodes a sample), so a
+# first run does not spend its minutes on the encoder; an image folder is encoded here and cached under
+# `.cache/`. Normalization statistics (a mean and variance for each of the 2048 latent
 # dimensions) are computed from the training latents inside `train`.
 
 # %%

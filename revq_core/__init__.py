@@ -11,6 +11,12 @@ with _warnings.catch_warnings():
     _warnings.filterwarnings("ignore", message="IProgress not found")
     import tqdm.auto  # noqa: F401
 
+# glibc keeps freed memory instead of page-faulting it in again every batch (revq_core.utils.cpu_memory;
+# REVQ_KEEP_FREED_MEMORY=0 turns it off).
+from revq_core.utils.cpu_memory import keep_freed_memory as _keep_freed_memory  # noqa: E402
+
+_keep_freed_memory()
+
 # $REVQ_NUM_THREADS is applied once, here (revq_core.utils.threads.cpu_threads).
 from revq_core.utils.threads import cpu_threads as _cpu_threads  # noqa: E402
 

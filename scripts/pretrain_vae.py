@@ -17,6 +17,9 @@ Outputs:
 - ``data/embedded_vae_v2/`` (v1: ``data/embedded_vae/``; config.json + fp16 safetensors): the best EMA model
   so far by validation PSNR, rewritten every ``--export-minutes`` and at the end, so a usable model exists
   whenever the run stops; ``training_log.csv`` beside it: step, time, lr, train loss, validation PSNR.
+After a new VAE v2, run ``python scripts/ship_embedded_latents.py``: the shipped latents
+(``data/embedded_latents``) record the old weights' digest, so they are ignored (every run encodes again) and
+tests/data/test_shipped_latents.py fails until they are rewritten.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ ReVQ never runs the VAE during training: every training image is encoded once, t
 (N, 32, 8, 8) are cached, and each of the 2048 latent dimensions is normalized with its mean and
 variance over the whole training set (``latent_statistics``, one streaming float64 pass).
 
-    train_latents, val_latents = embedded_latents(["train", "val"])   # offline default, cached in .cache/
+    train_latents, val_latents = embedded_latents(["train", "val"])   # offline default: shipped (data/embedded_latents)
     latents = encode_image_folder(load_vae("mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"), "imagenet/val")
     mean, var = latent_statistics(train_latents)                       # each (32, 8, 8) float32
 
@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -56,10 +57,10 @@ from revq_core.autoencoders.adapters import encode
 from revq_core.autoencoders.embedded import DEFAULT_EMBEDDED_VAE, EMBEDDED_VAE_CORPUS, embedded_vae_path
 from revq_core.autoencoders.loading import load_vae
 from revq_core.data.images import ImageFolderDataset
-from revq_core.data.photos import CORPUS_CROPS, build_photo_dataset
+from revq_core.data.photos import CORPUS_CROPS, build_photo_dataset, photo_crops_key
 from revq_core.utils import distributed
 from revq_core.utils.checks import check_num_workers, first_line
-from revq_core.utils.files import atomic_write, atomic_write_bytes, cache_dir
+from revq_core.utils.files import REPO_ROOT, atomic_write, atomic_write_bytes, cache_dir
 from revq_core.utils.moments import RunningMoments
 
 
@@ -176,8 +177,53 @@ def _embedded_vae_digest(vae: str = DEFAULT_EMBEDDED_VAE) -> str:
     return "-".join(_file_digest(path) for path in files)
 
 
+# The default splits' latents ship with the repository (``data/embedded_latents/``, float16): the encoder is
+# most of a first run's time on a slow CPU (9216 crops, 17.7 TFLOP: 2-3 minutes on 2 cores), and every fresh
+# clone would compute the same numbers. A shipped file is used only when it records the VAE digest and the
+# crops' key (``photo_crops_key``) of what ``embedded_latents`` would encode; anything else is encoded.
+SHIPPED_LATENTS_DIR = REPO_ROOT / "data" / "embedded_latents"
+
+
+def shipped_latents_path(split: str) -> Path:
+    """Where the shipped float16 latents of an embedded split live (VAE v2, the corpus's default crops)."""
+    return SHIPPED_LATENTS_DIR / f"latents_v2_{split}.safetensors"
+
+
+def shipped_latents_record(split: str, num_crops: int, seed: int, vae: str, vae_digest: str) -> dict[str, str]:
+    """The metadata a shipped latent file must hold to stand for ``embedded_latents(split, num_crops, seed,
+    vae=vae)``: what made the crops and the VAE's weights."""
+    corpus = EMBEDDED_VAE_CORPUS[vae]
+    return {"split": split, "num_crops": str(num_crops), "seed": str(seed), "vae": vae, "vae_digest": vae_digest,
+            "crops_key": photo_crops_key(split, num_crops, seed, corpus=corpus)}
+
+
+def _read_shipped_latents(split: str, record: dict[str, str]) -> torch.Tensor | None:
+    """The shipped latents of ``split`` as float32 if the file's metadata matches ``record``, else None (a
+    warning says why when the file exists but cannot be used)."""
+    path = shipped_latents_path(split)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            if any(metadata.get(name) != value for name, value in record.items()):
+                return None  # made by another VAE or from other crops: encode (the caller's progress bar shows it)
+            latents = file.get_tensor("latents")
+    except Exception as error:  # truncated, a Git LFS pointer, not safetensors
+        warnings.warn(f"{path} is unreadable ({first_line(error)}): encoding the crops instead. Restore it with "
+                      f"`git checkout -- {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`.",
+                      stacklevel=3)
+        return None
+    if latents.ndim != 4 or len(latents) != int(record["num_crops"]):
+        warnings.warn(f"{path} holds latents of shape {tuple(latents.shape)}, not {record['num_crops']} latents "
+                      f"(N, C, h, w): encoding the crops instead.", stacklevel=3)
+        return None
+    return latents.float()
+
+
 def embedded_latents(split: str | Sequence[str] = "train", num_crops: int | None = None, seed: int = 0,
-                     batch_size: int = 16, progress: bool = True, vae: str = DEFAULT_EMBEDDED_VAE):
+                     batch_size: int = 16, progress: bool = True, vae: str = DEFAULT_EMBEDDED_VAE,
+                     shipped: bool = True):
     """Latents of the embedded photo crops, encoded with an embedded VAE and cached under ``.cache/``.
 
     Args:
@@ -188,6 +234,11 @@ def embedded_latents(split: str | Sequence[str] = "train", num_crops: int | None
             "embedded" (the first VAE: 64 x 64 crops of the corpus v1); ``EMBEDDED_VAE_CORPUS``.
         batch_size: crops encoded at once; small batches keep the activations in the CPU's cache (VAE v2 on
             2 cores: ~7 ms a crop at 16, ~14 ms at 128).
+        shipped: use the latents shipped in ``data/embedded_latents/`` when they are those of these crops
+            and this VAE (the VAE v2's default splits, seed 0): the encoder's float32 output rounded to
+            float16 (relative error <= 2**-11, absolute <= 3e-8 below float16's smallest normal 6.1e-5; ``scripts/ship_embedded_latents.py`` makes them,
+            tests/data/test_shipped_latents.py re-encodes a sample). False, or ``REVQ_SHIPPED_LATENTS=0`` in the
+            environment: encode (or read the cache).
 
     Returns:
         float32 latents (N, 32, 8, 8); a tuple of them, one per split, when ``split`` is a list.
@@ -195,10 +246,15 @@ def embedded_latents(split: str | Sequence[str] = "train", num_crops: int | None
     if vae not in EMBEDDED_VAE_CORPUS:
         raise ValueError(f"vae must be one of {sorted(EMBEDDED_VAE_CORPUS)} (the embedded VAEs), got {vae!r}.")
     if not isinstance(split, str):
-        return tuple(embedded_latents(name, num_crops, seed, batch_size, progress, vae) for name in split)
+        return tuple(embedded_latents(name, num_crops, seed, batch_size, progress, vae, shipped) for name in split)
     corpus = EMBEDDED_VAE_CORPUS[vae]
     num_crops = CORPUS_CROPS[corpus].num_crops.get(split) if num_crops is None else num_crops
     vae_digest = _embedded_vae_digest(vae)
+    if shipped and os.environ.get("REVQ_SHIPPED_LATENTS", "1").strip() != "0" and vae == DEFAULT_EMBEDDED_VAE \
+            and num_crops is not None:
+        latents = _read_shipped_latents(split, shipped_latents_record(split, num_crops, seed, vae, vae_digest))
+        if latents is not None:
+            return latents
     prefix = "latents" if vae == "embedded" else "latents_v2"
     path = cache_dir() / f"{prefix}_{split}_{num_crops}_seed{seed}_vae{vae_digest}.safetensors"
     if path.is_file():

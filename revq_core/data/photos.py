@@ -195,6 +195,36 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor.float().div_(127.5).sub_(1.0)
 
 
+def _corpus_split(split: str, num_crops: int, seed: int, size: int, scales: tuple[int, ...], flip: bool,
+                  corpus: str) -> tuple[list[str], list, str]:
+    """A split's photo names, their loaders, and the key of its crops: a hash of every setting that makes
+    them and, for the corpus v2, of the photo files' contents (an edited corpus never reuses stale crops)."""
+    if corpus == "v1":
+        sources = photo_sources(split)
+        names, loaders = [source.name for source in sources], [lambda source=source: load_photo(source) for source in sources]
+    else:
+        paths = corpus_photo_paths(split)
+        names, loaders = [path.name for path in paths], [lambda path=path: load_corpus_photo(path) for path in paths]
+    settings = {"split": split, "num_crops": num_crops, "seed": seed, "size": size, "scales": list(scales),
+                "flip": flip, "sources": names, "version": 1}
+    if corpus == "v2":
+        settings["corpus"] = hashlib.sha1(b"".join(path.read_bytes() for path in paths)).hexdigest()
+    return names, loaders, hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def photo_crops_key(split: str = "train", num_crops: int | None = None, seed: int = 0,
+                    corpus: str = DEFAULT_CORPUS) -> str:
+    """The key of the crops ``build_photo_dataset(split, num_crops, seed, corpus=corpus)`` cuts with its default
+    size, scales and flips (10 hex digits): equal keys, equal crops. Latents made from the crops record it."""
+    if corpus not in CORPUS_NAMES:
+        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
+    if split not in SPLIT_SCENES:
+        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
+    defaults = CORPUS_CROPS[corpus]
+    num_crops = defaults.num_crops[split] if num_crops is None else int(num_crops)
+    return _corpus_split(split, num_crops, seed, defaults.size, defaults.scales, True, corpus)[2]
+
+
 def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int | None = None,
                         scales: tuple[int, ...] | None = None, flip: bool = True, as_uint8: bool = False,
                         use_cache: bool = True, progress: bool = False, corpus: str = DEFAULT_CORPUS) -> torch.Tensor:
@@ -228,17 +258,7 @@ def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed
         raise ValueError(f"num_crops must be positive, got {num_crops}.")
     if size <= 0 or not scales or min(scales) <= 0:
         raise ValueError(f"size and every crop scale must be positive, got size={size}, scales={scales}.")
-    if corpus == "v1":
-        sources = photo_sources(split)
-        names, loaders = [source.name for source in sources], [lambda source=source: load_photo(source) for source in sources]
-    else:
-        paths = corpus_photo_paths(split)
-        names, loaders = [path.name for path in paths], [lambda path=path: load_corpus_photo(path) for path in paths]
-    settings = {"split": split, "num_crops": num_crops, "seed": seed, "size": size, "scales": list(scales),
-                "flip": flip, "sources": names, "version": 1}
-    if corpus == "v2":  # the file contents, so an edited corpus never reuses stale crops
-        settings["corpus"] = hashlib.sha1(b"".join(path.read_bytes() for path in paths)).hexdigest()
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    _, loaders, key = _corpus_split(split, num_crops, seed, size, scales, flip, corpus)
     prefix = "photos" if corpus == "v1" else "photos_v2"
     cache_path = cache_dir() / f"{prefix}_{split}_{num_crops}x{size}_seed{seed}_{key}.npy"
 
