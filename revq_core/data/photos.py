@@ -195,6 +195,19 @@ def uint8_to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor.float().div_(127.5).sub_(1.0)
 
 
+def _checked_crop_settings(split: str, num_crops: int | None, size: int | None, scales: tuple[int, ...] | None,
+                           corpus: str) -> tuple[int, int, tuple[int, ...]]:
+    """(num_crops, size, scales) with the corpus's defaults for the None ones; a clear error for an unknown
+    corpus or split."""
+    if corpus not in CORPUS_NAMES:
+        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
+    if split not in SPLIT_SCENES:
+        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
+    defaults = CORPUS_CROPS[corpus]
+    num_crops = defaults.num_crops[split] if num_crops is None else int(num_crops)
+    return num_crops, defaults.size if size is None else size, defaults.scales if scales is None else scales
+
+
 def _corpus_split(split: str, num_crops: int, seed: int, size: int, scales: tuple[int, ...], flip: bool,
                   corpus: str) -> tuple[list[str], list, str]:
     """A split's photo names, their loaders, and the key of its crops: a hash of every setting that makes
@@ -216,13 +229,8 @@ def photo_crops_key(split: str = "train", num_crops: int | None = None, seed: in
                     corpus: str = DEFAULT_CORPUS) -> str:
     """The key of the crops ``build_photo_dataset(split, num_crops, seed, corpus=corpus)`` cuts with its default
     size, scales and flips (10 hex digits): equal keys, equal crops. Latents made from the crops record it."""
-    if corpus not in CORPUS_NAMES:
-        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
-    if split not in SPLIT_SCENES:
-        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
-    defaults = CORPUS_CROPS[corpus]
-    num_crops = defaults.num_crops[split] if num_crops is None else int(num_crops)
-    return _corpus_split(split, num_crops, seed, defaults.size, defaults.scales, True, corpus)[2]
+    num_crops, size, scales = _checked_crop_settings(split, num_crops, None, None, corpus)
+    return _corpus_split(split, num_crops, seed, size, scales, True, corpus)[2]
 
 
 def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int | None = None,
@@ -246,14 +254,7 @@ def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed
     Returns:
         Tensor (N, 3, size, size): float32 in [-1, 1], or uint8 if ``as_uint8``.
     """
-    if corpus not in CORPUS_NAMES:
-        raise ValueError(f"Unknown photo corpus {corpus!r}; choose one of {CORPUS_NAMES}.")
-    if split not in SPLIT_SCENES:
-        raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLIT_SCENES)}.")
-    defaults = CORPUS_CROPS[corpus]
-    num_crops = defaults.num_crops[split] if num_crops is None else int(num_crops)
-    size = defaults.size if size is None else size
-    scales = defaults.scales if scales is None else scales
+    num_crops, size, scales = _checked_crop_settings(split, num_crops, size, scales, corpus)
     if num_crops <= 0:
         raise ValueError(f"num_crops must be positive, got {num_crops}.")
     if size <= 0 or not scales or min(scales) <= 0:
