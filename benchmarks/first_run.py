@@ -9,9 +9,9 @@ A first run pays for what later runs find cached: the 128 x 128 held-out photo c
 search kernel; the training and validation crops' latents ship with the repository (``data/embedded_latents``;
 ``--encode`` ignores them, ``REVQ_SHIPPED_LATENTS=0``, and pays for the frozen VAE's encoder over 8192 + 1024
 crops as a first run did before they shipped). ``--return-freed-memory`` runs with ``REVQ_KEEP_FREED_MEMORY=0``
-(glibc's default: freed blocks go back to the kernel and fault in again; ``revq_core.utils.cpu_memory``). So the notebook runs with an empty
-latent cache, an empty torch-extensions folder, and its run directory and figures in a temporary folder (the
-repository's own are not touched). Prints the notebook's time, the slowest cells and the CPU.
+(glibc's default: freed blocks go back to the kernel and fault in again; ``revq_core.utils.cpu_memory``).
+The notebook runs with an empty latent cache, an empty torch-extensions folder, and its run directory and
+figures in a temporary folder (the repository's own are not touched). Prints the notebook's time, the slowest cells and the CPU.
 ``--avx2`` sets ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 REVQ_CPU_KERNEL_ARCH=x86-64-v3``: the instructions of an AVX2-only CPU on this one (not its clock or caches).
 Run it on a quiet machine: another job on the same cores makes every number meaningless.

@@ -35,7 +35,8 @@ def main() -> None:
         path = save_latents(shipped_latents_path(split), rounded,
                             {**record, "dtype": "float16, rounded from the encoder's float32"})
         print(f"{split}: {tuple(latents.shape)} -> {path} ({path.stat().st_size / 2**20:.1f} MiB), "
-              f"rounding error: relative {relative:.2e} at most (float16 normals), absolute {error.max().item():.2e} at most")
+              f"rounding error: relative {relative:.2e} at most (float16 normals), "
+              f"absolute {error.max().item():.2e} at most")
 
 
 if __name__ == "__main__":

@@ -224,7 +224,8 @@ def _read_shipped_latents(split: str, record: dict[str, str]) -> torch.Tensor | 
 def embedded_latents(split: str | Sequence[str] = "train", num_crops: int | None = None, seed: int = 0,
                      batch_size: int = 16, progress: bool = True, vae: str = DEFAULT_EMBEDDED_VAE,
                      shipped: bool = True):
-    """Latents of the embedded photo crops, encoded with an embedded VAE and cached under ``.cache/``.
+    """Latents of the embedded photo crops: the shipped ones, else encoded with an embedded VAE and cached
+    under ``.cache/``.
 
     Args:
         split: "train", "val" or "test", or a list of them, e.g. ``["train", "val"]``.
@@ -236,9 +237,9 @@ def embedded_latents(split: str | Sequence[str] = "train", num_crops: int | None
             2 cores: ~7 ms a crop at 16, ~14 ms at 128).
         shipped: use the latents shipped in ``data/embedded_latents/`` when they are those of these crops
             and this VAE (the VAE v2's default splits, seed 0): the encoder's float32 output rounded to
-            float16 (relative error <= 2**-11, absolute <= 3e-8 below float16's smallest normal 6.1e-5; ``scripts/ship_embedded_latents.py`` makes them,
-            tests/data/test_shipped_latents.py re-encodes a sample). False, or ``REVQ_SHIPPED_LATENTS=0`` in the
-            environment: encode (or read the cache).
+            float16 (relative error <= 2**-11; absolute <= 3e-8 below float16's smallest normal, 6.1e-5).
+            ``scripts/ship_embedded_latents.py`` makes them, tests/data/test_shipped_latents.py re-encodes a
+            sample. False, or ``REVQ_SHIPPED_LATENTS=0`` in the environment: encode (or read the cache).
 
     Returns:
         float32 latents (N, 32, 8, 8); a tuple of them, one per split, when ``split`` is a list.

@@ -214,7 +214,8 @@ def _corpus_split(split: str, num_crops: int, seed: int, size: int, scales: tupl
     them and, for the corpus v2, of the photo files' contents (an edited corpus never reuses stale crops)."""
     if corpus == "v1":
         sources = photo_sources(split)
-        names, loaders = [source.name for source in sources], [lambda source=source: load_photo(source) for source in sources]
+        names = [source.name for source in sources]
+        loaders = [lambda source=source: load_photo(source) for source in sources]
     else:
         paths = corpus_photo_paths(split)
         names, loaders = [path.name for path in paths], [lambda path=path: load_corpus_photo(path) for path in paths]
