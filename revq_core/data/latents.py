@@ -184,9 +184,19 @@ def _embedded_vae_digest(vae: str = DEFAULT_EMBEDDED_VAE) -> str:
 SHIPPED_LATENTS_DIR = REPO_ROOT / "data" / "embedded_latents"
 
 
-def shipped_latents_path(split: str) -> Path:
-    """Where the shipped float16 latents of an embedded split live (VAE v2, the corpus's default crops)."""
-    return SHIPPED_LATENTS_DIR / f"latents_v2_{split}.safetensors"
+SHIPPED_LATENTS_PER_FILE = 4096  # 16 MiB of float16 latents: every shipped file stays far below 30 MB
+
+
+def shipped_latents_path(split: str, index: int, count: int) -> Path:
+    """File ``index`` of the ``count`` that hold the shipped float16 latents of an embedded split (VAE v2, the
+    corpus's default crops), each at most ``SHIPPED_LATENTS_PER_FILE`` latents, in order."""
+    return SHIPPED_LATENTS_DIR / f"latents_v2_{split}-{index}of{count}.safetensors"
+
+
+def shipped_latents_paths(split: str) -> list[Path]:
+    """The shipped files of a split that exist, in their order (``latents_v2_<split>-<index>of<count>``)."""
+    paths = SHIPPED_LATENTS_DIR.glob(f"latents_v2_{split}-*of*.safetensors")
+    return sorted(paths, key=lambda path: int(path.stem.rsplit("-", 1)[1].split("of")[0]))
 
 
 def shipped_latents_record(split: str, num_crops: int, seed: int, vae: str, vae_digest: str) -> dict[str, str]:
@@ -198,25 +208,28 @@ def shipped_latents_record(split: str, num_crops: int, seed: int, vae: str, vae_
 
 
 def _read_shipped_latents(split: str, record: dict[str, str]) -> torch.Tensor | None:
-    """The shipped latents of ``split`` as float32 if the file's metadata matches ``record``, else None (a
-    warning says why when the file exists but cannot be used)."""
-    path = shipped_latents_path(split)
-    if not path.is_file():
+    """The shipped latents of ``split`` as float32 if every file's metadata matches ``record``, else None (a
+    warning says why when the files exist but cannot be used)."""
+    parts = []
+    for path in shipped_latents_paths(split):
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                metadata = file.metadata() or {}
+                if any(metadata.get(name) != value for name, value in record.items()):
+                    return None  # another VAE's or other crops': encode (the caller's progress bar shows it)
+                parts.append(file.get_tensor("latents"))
+        except Exception as error:  # truncated, a Git LFS pointer, not safetensors
+            shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+            warnings.warn(f"{path} is unreadable ({first_line(error)}): encoding the crops instead. Restore it with "
+                          f"`git checkout -- {shown}`.", stacklevel=3)
+            return None
+    if not parts:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-            if any(metadata.get(name) != value for name, value in record.items()):
-                return None  # made by another VAE or from other crops: encode (the caller's progress bar shows it)
-            latents = file.get_tensor("latents")
-    except Exception as error:  # truncated, a Git LFS pointer, not safetensors
-        warnings.warn(f"{path} is unreadable ({first_line(error)}): encoding the crops instead. Restore it with "
-                      f"`git checkout -- {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`.",
-                      stacklevel=3)
-        return None
+    latents = torch.cat(parts)
     if latents.ndim != 4 or len(latents) != int(record["num_crops"]):
-        warnings.warn(f"{path} holds latents of shape {tuple(latents.shape)}, not {record['num_crops']} latents "
-                      f"(N, C, h, w): encoding the crops instead.", stacklevel=3)
+        warnings.warn(f"{SHIPPED_LATENTS_DIR}'s {len(parts)} file(s) of {split!r} hold latents of shape "
+                      f"{tuple(latents.shape)}, not {record['num_crops']} latents (N, C, h, w) (a file missing?): "
+                      f"encoding the crops instead.", stacklevel=3)
         return None
     return latents.float()
 
