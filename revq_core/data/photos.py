@@ -209,8 +209,8 @@ def _checked_crop_settings(split: str, num_crops: int | None, size: int | None, 
 
 
 def _corpus_split(split: str, num_crops: int, seed: int, size: int, scales: tuple[int, ...], flip: bool,
-                  corpus: str) -> tuple[list[str], list, str]:
-    """A split's photo names, their loaders, and the key of its crops: a hash of every setting that makes
+                  corpus: str) -> tuple[list, str]:
+    """A split's photo loaders and the key of its crops: a hash of every setting that makes
     them and, for the corpus v2, of the photo files' contents (an edited corpus never reuses stale crops)."""
     if corpus == "v1":
         sources = photo_sources(split)
@@ -223,7 +223,7 @@ def _corpus_split(split: str, num_crops: int, seed: int, size: int, scales: tupl
                 "flip": flip, "sources": names, "version": 1}
     if corpus == "v2":
         settings["corpus"] = hashlib.sha1(b"".join(path.read_bytes() for path in paths)).hexdigest()
-    return names, loaders, hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return loaders, hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def photo_crops_key(split: str = "train", num_crops: int | None = None, seed: int = 0,
@@ -231,7 +231,7 @@ def photo_crops_key(split: str = "train", num_crops: int | None = None, seed: in
     """The key of the crops ``build_photo_dataset(split, num_crops, seed, corpus=corpus)`` cuts with its default
     size, scales and flips (10 hex digits): equal keys, equal crops. Latents made from the crops record it."""
     num_crops, size, scales = _checked_crop_settings(split, num_crops, None, None, corpus)
-    return _corpus_split(split, num_crops, seed, size, scales, True, corpus)[2]
+    return _corpus_split(split, num_crops, seed, size, scales, True, corpus)[1]
 
 
 def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed: int = 0, size: int | None = None,
@@ -260,7 +260,7 @@ def build_photo_dataset(split: str = "train", num_crops: int | None = None, seed
         raise ValueError(f"num_crops must be positive, got {num_crops}.")
     if size <= 0 or not scales or min(scales) <= 0:
         raise ValueError(f"size and every crop scale must be positive, got size={size}, scales={scales}.")
-    _, loaders, key = _corpus_split(split, num_crops, seed, size, scales, flip, corpus)
+    loaders, key = _corpus_split(split, num_crops, seed, size, scales, flip, corpus)
     prefix = "photos" if corpus == "v1" else "photos_v2"
     cache_path = cache_dir() / f"{prefix}_{split}_{num_crops}x{size}_seed{seed}_{key}.npy"
 
