@@ -9,7 +9,9 @@ import pytest
 from revq_core.utils.cpu_memory import keep_freed_memory
 
 # One process, both ways: glibc's default first (REVQ_KEEP_FREED_MEMORY=0 at the import), then after
-# keep_freed_memory(); each a warm-up encode (the heap grows) and a measured one.
+# keep_freed_memory(); each two warm-up encodes (the heap grows to its working size; on some machines
+# a second encode still grew it by ~10 MiB, 2.4 k faults) and then the fewest faults of three encodes
+# (a steady state: glibc's default trims on every encode, ~10 k faults each on AMD Zen 3 and Zen 4).
 PROBE = """
 import json, os, resource, torch
 import revq_core
@@ -21,9 +23,13 @@ crops = torch.rand(8, 3, 128, 128) * 2 - 1
 
 def faults_of_an_encode():
     encode(vae, crops, 8)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     encode(vae, crops, 8)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    faults = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        encode(vae, crops, 8)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return min(faults)
 
 returned = faults_of_an_encode()
 os.environ["REVQ_KEEP_FREED_MEMORY"] = "1"
@@ -44,7 +50,7 @@ def _page_faults_of_an_encode() -> dict[str, int]:
 def test_an_encode_page_faults_far_less_with_freed_memory_kept():
     faults = _page_faults_of_an_encode()
     kept, returned = faults["kept"], faults["returned"]
-    assert returned > 5000, f"glibc returned no memory to the kernel ({returned} faults): the probe tests nothing"
+    assert returned > 2000, f"glibc returned no memory to the kernel ({returned} faults): the probe tests nothing"
     assert kept < returned / 10, (kept, returned)
 
 
