@@ -11,7 +11,9 @@ torch.set_num_threads(1)
 def two_threads():
     """For the large steps of the paper-scale tests (a 14-73 M-parameter rectifier, a codebook of up to 2 GiB)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # this process's share of the cores: 1 on each of the two xdist workers of a 2-core machine (conftest.py)
+    share = os.environ.get("REVQ_NUM_THREADS", "").strip()
+    torch.set_num_threads(min(2, int(share) if share.isdigit() and int(share) > 0 else os.cpu_count() or 1))
     yield
     torch.set_num_threads(threads)
 
